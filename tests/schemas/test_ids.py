@@ -1,0 +1,30 @@
+"""Record ids are UUIDv7: unique, version 7, RFC variant, ordered by time."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from trafficreel.schemas import id_time_ms, new_id
+
+
+def test_ids_are_uuid7_with_the_rfc_variant() -> None:
+    """Every id parses as a UUID of version 7 and the RFC 9562 variant."""
+    value = uuid.UUID(new_id())
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+
+
+def test_ids_encode_their_time() -> None:
+    """The id's embedded milliseconds are the time it was made for."""
+    now = time.time_ns()
+    assert id_time_ms(new_id(now)) == now // 1_000_000
+
+
+def test_ids_sort_by_time_and_do_not_repeat() -> None:
+    """Ids made for increasing times sort in that order; 100,000 ids have no duplicate."""
+    base = time.time_ns()
+    ordered = [new_id(base + i * 1_000) for i in range(2_000)]  # 1 µs apart
+    assert ordered == sorted(ordered)
+    many = {new_id() for _ in range(100_000)}
+    assert len(many) == 100_000

@@ -1,0 +1,390 @@
+"""The ``trafficreel`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trafficreel import __version__
+from trafficreel.schemas import ConfluentRegistry, Deserializer, WriterSchema, exchange_schema
+
+from .config import Settings, load_settings, stack_env_path
+from .errors import StackError, TrafficreelError
+from .logs import configure_logging, get_logger
+from .render import jsonable, summary_line
+from .tail import Position, read_topic
+from .topics import TOPIC_NAMES, create_topics, describe_topics, project_topics
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="trafficreel",
+    help=(
+        "Record the HTTP traffic of Python services to Kafka, analyse it in ClickHouse, replay it.\n\n"
+        "Settings come from flags, then TRAFFICREEL_* environment variables, then the endpoints a running "
+        "`trafficreel up` publishes, so in a second terminal `trafficreel tail` just works.\n\n"
+        "Example: trafficreel up   # then, elsewhere: trafficreel tail raw --follow"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+topics_app = typer.Typer(help="Create and describe the project's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+log = get_logger("trafficreel.cli")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers [env TRAFFICREEL_KAFKA_BOOTSTRAP].")
+    ] = None,
+    kafka_config: Annotated[
+        list[str] | None,
+        typer.Option(help="librdkafka property KEY=VALUE, repeatable (security.protocol, sasl.*, ssl.*).",
+                     metavar="KEY=VALUE"),
+    ] = None,
+    topic_prefix: Annotated[str | None, typer.Option(help="Topic prefix [env TRAFFICREEL_TOPIC_PREFIX].")] = None,
+    schema_registry_url: Annotated[
+        str | None, typer.Option(help="Schema Registry URL [env TRAFFICREEL_SCHEMA_REGISTRY_URL].")
+    ] = None,
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="ClickHouse DSN [env TRAFFICREEL_CLICKHOUSE_URL].")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Embedded stack data [env TRAFFICREEL_DATA_DIR].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="console or json.")] = None,
+) -> None:
+    extra: dict[str, str] | None = None
+    if kafka_config:
+        extra = {}
+        for item in kafka_config:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--kafka-config")
+            extra[key.strip()] = value
+    try:
+        settings = load_settings(
+            kafka_bootstrap=kafka_bootstrap,
+            kafka_config=extra,
+            topic_prefix=topic_prefix,
+            schema_registry_url=schema_registry_url,
+            clickhouse_url=clickhouse_url,
+            data_dir=data_dir,
+            log_level=log_level.upper() if log_level else None,
+            log_format=log_format,
+        )
+    except TrafficreelError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_format)
+    ctx.obj = settings
+
+
+# -- up -----------------------------------------------------------------------------------------
+
+
+def _running_stack_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    kafka_port: Annotated[int, typer.Option(help="Broker port; 0 picks a free one.")] = 0,
+    clickhouse_port: Annotated[int, typer.Option(help="ClickHouse HTTP port; 0 picks a free one.")] = 0,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic [env TRAFFICREEL_PARTITIONS].")] = None,
+    clickhouse: Annotated[bool, typer.Option(help="Start the embedded ClickHouse too.")] = True,
+) -> None:
+    """Start the embedded stack: a Kafka broker and ClickHouse on loopback, until Ctrl-C.
+
+    Creates the project's topics, prints the settings other processes need as shell lines, and
+    publishes them in <data dir>/stack.env so other trafficreel commands find the stack by themselves.
+
+    Example: trafficreel up --partitions 6
+    """
+    from .stack import EmbeddedStack
+    from .stack._stack import MEMORY_ONLY_NOTE
+
+    settings = _settings(ctx)
+    data_dir = settings.data_dir
+    env_file, pid_file = stack_env_path(data_dir), data_dir / "stack.pid"
+    other = _running_stack_pid(pid_file)
+    if other is not None and other != os.getpid():
+        err.print(f"error: a stack is already running from {data_dir} (pid {other}); stop it first "
+                  "or use another --data-dir.")
+        raise typer.Exit(1)
+    stack = EmbeddedStack(
+        data_dir=data_dir,
+        partitions=partitions or settings.partitions,
+        topic_prefix=settings.topic_prefix,
+        kafka_port=kafka_port,
+        clickhouse_port=clickhouse_port,
+        with_clickhouse=clickhouse,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        with err.status("starting the embedded broker and ClickHouse ..."):
+            stack.start()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env_file.write_text(stack.env_lines())
+        pid_file.write_text(str(os.getpid()))
+        log.info("stack started", broker=stack.broker.bootstrap,
+                 clickhouse=stack.clickhouse.url if clickhouse else None, data_dir=str(data_dir))
+        err.print(f"note: {MEMORY_ONLY_NOTE}")
+        err.print(f"topics: {', '.join(f'{k} ({v})' for k, v in stack.topics.items())}")
+        err.print(f"settings for other shells (also in {env_file}):")
+        out.print(stack.env_lines(), end="")
+        sys.stdout.flush()
+        err.print("press Ctrl-C to stop")
+        while not stopping.wait(0.5):
+            if not stack.broker.pid or (clickhouse and not stack.clickhouse.ping()):
+                raise StackError(f"a part of the stack stopped unexpectedly; logs in {data_dir / 'logs'}")
+    except TrafficreelError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        with err.status("stopping ..."):
+            stack.stop()
+        for path in (env_file, pid_file):
+            if _running_stack_pid(pid_file) in (None, os.getpid()):
+                path.unlink(missing_ok=True)
+        log.info("stack stopped")
+
+
+# -- topics -------------------------------------------------------------------------------------
+
+
+def _topic_names(settings: Settings, names: list[str] | None) -> list[str]:
+    return [settings.topic(n) for n in names] if names else project_topics(settings.topic_prefix)
+
+
+@topics_app.command("create")
+def topics_create(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Topics (short or full names); default: all.")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions [env TRAFFICREEL_PARTITIONS].")] = None,
+    replication_factor: Annotated[int | None, typer.Option(help="Replication factor.")] = None,
+    config: Annotated[list[str] | None, typer.Option(help="Topic config KEY=VALUE, e.g. retention.ms=604800000.",
+                                                      metavar="KEY=VALUE")] = None,
+) -> None:
+    """Create the project's topics (those that exist are left alone).
+
+    Example: trafficreel topics create --partitions 12 --config retention.ms=604800000
+    """
+    settings = _settings(ctx)
+    topic_config = dict(item.split("=", 1) for item in config or [])
+    try:
+        result = create_topics(
+            settings.kafka_client_config(),
+            _topic_names(settings, names),
+            partitions=partitions or settings.partitions,
+            replication_factor=replication_factor or settings.replication_factor,
+            topic_config=topic_config,
+        )
+    except TrafficreelError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    for name, state in result.items():
+        out.print(f"{name}\t{state}")
+
+
+@topics_app.command("describe")
+def topics_describe(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Topics (short or full names); default: all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show partitions, leaders and offsets of the project's topics.
+
+    Example: trafficreel topics describe raw dlq
+    """
+    settings = _settings(ctx)
+    try:
+        infos = describe_topics(settings.kafka_client_config(), _topic_names(settings, names))
+    except TrafficreelError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        out.print(json.dumps([
+            {"topic": i.name, "messages": i.messages,
+             "partitions": [{"partition": p.partition, "leader": p.leader, "low": p.low, "high": p.high}
+                            for p in i.partitions]}
+            for i in infos
+        ]))
+        return
+    table = Table("topic", "partitions", "messages", "offsets (low-high per partition)")
+    for info in infos:
+        table.add_row(info.name, str(len(info.partitions)), str(info.messages),
+                      " ".join(f"{p.partition}:{p.low}-{p.high}" for p in info.partitions))
+    out.print(table)
+    if not infos:
+        err.print("no project topics found; create them with: trafficreel topics create")
+
+
+# -- tail ---------------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """Unix time in ms from ISO-8601 (UTC if no zone), a relative age (90s, 15m, 2h, 1d) or epoch ms."""
+    text = text.strip()
+    rel = _RELATIVE.match(text)
+    if rel:
+        age = float(rel.group(1)) * _UNIT_SECONDS[rel.group(2)]
+        return int(((time.time() if now is None else now) - age) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is not a time; use ISO-8601 (2026-11-26T10:00:00Z), an age (15m, 2h) or epoch ms",
+            param_hint="--since",
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+class OutputFormat(str, Enum):
+    json = "json"
+    summary = "summary"
+
+
+def _deserializer(settings: Settings) -> Deserializer:
+    registry = None
+    if settings.schema_registry_url:
+        registry = ConfluentRegistry(settings.schema_registry_url, **settings.schema_registry_config)
+    decoder = Deserializer(registry=registry)
+    for directory in settings.schema_path:
+        for path in sorted(Path(directory).glob("*.avsc")):
+            decoder.add_writer(WriterSchema.from_file(path))
+    return decoder
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help=f"Topic: a short name ({', '.join(TOPIC_NAMES)}) or a full one.")] = "raw",
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", "-b", help="Start at the oldest record.")] = False,
+    offset: Annotated[int | None, typer.Option(help="Start at this offset (in each chosen partition).")] = None,
+    since: Annotated[str | None, typer.Option(help="Start at this time: ISO-8601, an age (15m, 2h) or epoch ms.")] = None,
+    last: Annotated[int, typer.Option("--last", "-l", help="Without another start: the last N per partition.")] = 10,
+    partition: Annotated[list[int] | None, typer.Option("--partition", "-p", help="Only these partitions.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records, like tail -f.")] = False,
+    max_records: Annotated[int | None, typer.Option("--max", "-n", help="Stop after N records.")] = None,
+    output: Annotated[OutputFormat | None, typer.Option("--format", help="json lines (default when piped) or "
+                                                        "one readable summary line per record (default on a terminal).")] = None,
+) -> None:
+    """Print the records of a topic, decoded, from an offset, a time or its tail.
+
+    Never joins a consumer group and never commits offsets. Undecodable records are reported on
+    stderr with their reason, partition and offset, and reading goes on.
+
+    Examples:
+      trafficreel tail raw --follow
+      trafficreel tail business --since 15m --format json | jq .request.method
+      trafficreel tail raw -p 0 --offset 1200 -n 5
+    """
+    settings = _settings(ctx)
+    chosen = [x for x in (from_beginning, offset is not None, since is not None) if x]
+    if len(chosen) > 1:
+        raise typer.BadParameter("give at most one of --from-beginning, --offset and --since")
+    if from_beginning:
+        position = Position("beginning")
+    elif offset is not None:
+        position = Position("offset", offset)
+    elif since is not None:
+        position = Position("time", parse_time(since))
+    elif follow and ctx.get_parameter_source("last") is not None and ctx.get_parameter_source("last").name == "DEFAULT":
+        position = Position("end")
+    else:
+        position = Position("last", last)
+    fmt = output or (OutputFormat.summary if sys.stdout.isatty() else OutputFormat.json)
+    bad = 0
+    try:
+        for item in read_topic(settings.kafka_client_config(), settings.topic(topic), position,
+                               deserializer=_deserializer(settings), partitions=partition, follow=follow,
+                               max_records=max_records):
+            if item.error is not None:
+                bad += 1
+                err.print(f"undecodable: {item.error}")
+                continue
+            assert item.record is not None
+            if fmt is OutputFormat.json:
+                line: dict[str, Any] = {"topic": item.topic, "partition": item.partition, "offset": item.offset,
+                                        "timestamp_ms": item.timestamp_ms, "record": jsonable(item.record)}
+                sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+            else:
+                sys.stdout.write(f"{item.partition}:{item.offset} {summary_line(item.record)}\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    except TrafficreelError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    if bad:
+        raise typer.Exit(3)
+
+
+# -- version ------------------------------------------------------------------------------------
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of trafficreel, its record schema and the libraries it runs on."""
+    import confluent_kafka
+    import fastavro
+
+    schema = exchange_schema()
+    out.print(f"trafficreel {__version__}")
+    out.print(f"record schema {schema.json['namespace']}.{schema.json['name']} "
+              f"fingerprint {schema.fingerprint.hex()} (CRC-64-AVRO, little-endian)")
+    out.print(f"python {platform.python_version()}, confluent-kafka {confluent_kafka.version()[0] if isinstance(confluent_kafka.version(), tuple) else confluent_kafka.version()}, "
+              f"librdkafka {confluent_kafka.libversion()[0]}, fastavro {fastavro.__version__}")
+
+
+def main() -> None:
+    """Entry point of the ``trafficreel`` command."""
+    app()
