@@ -1,12 +1,19 @@
 """The trafficreel record: Avro schema, typed views, ids and the wire codec.
 
-    >>> from trafficreel.schemas import Serializer, Deserializer, sample_exchange
-    >>> record = sample_exchange()
-    >>> Deserializer()(Serializer()(record)) == record
-    True
+>>> from trafficreel.schemas import Serializer, Deserializer, sample_exchange
+>>> record = sample_exchange()
+>>> Deserializer()(Serializer()(record)) == record
+True
 """
 
-from ._codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Deserializer, Serializer, TopicContext, topic_subject
+from ._codec import (
+    CONFLUENT_MAGIC,
+    SINGLE_OBJECT_MAGIC,
+    Deserializer,
+    Serializer,
+    TopicContext,
+    topic_subject,
+)
 from ._ids import id_time_ms, new_id
 from ._records import (
     Body,
@@ -25,7 +32,14 @@ from ._records import (
     blank_body,
 )
 from ._registry import ConfluentRegistry, SchemaRegistry
-from ._schema import CURRENT_VERSION, SCHEMA_DIR, WriterSchema, exchange_schema, exchange_schema_path, known_versions
+from ._schema import (
+    CURRENT_VERSION,
+    SCHEMA_DIR,
+    WriterSchema,
+    exchange_schema,
+    exchange_schema_path,
+    known_versions,
+)
 from .errors import DecodeError, DecodeReason, EncodeError, RegistryError, SchemaError
 from .testing import sample_exchange
 

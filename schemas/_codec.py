@@ -173,7 +173,7 @@ class Deserializer:
             raise DecodeError("unknown-schema-id", f"the registry has no schema id {schema_id}", data)
         try:
             writer = WriterSchema.from_json(text)
-        except Exception as exc:  # noqa: BLE001 - a registry entry that is not a usable Avro schema
+        except Exception as exc:
             raise DecodeError(
                 "unknown-schema-id", f"schema id {schema_id} is not a usable Avro schema: {exc}", data
             ) from exc
@@ -189,10 +189,11 @@ class Deserializer:
             record = schemaless_reader(buf, writer.parsed, reader)
         except EOFError as exc:
             raise DecodeError("truncated", f"the Avro body ends early: {exc}", data) from exc
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on garbage
-            raise DecodeError("malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data) from exc
+        except Exception as exc:
+            raise DecodeError(
+                "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data
+            ) from exc
         rest = len(data) - buf.tell()
         if rest:
             raise DecodeError("malformed", f"{rest} unexpected bytes after the Avro body", data)
         return cast(Exchange, record)
-

@@ -53,7 +53,7 @@ class ConfluentRegistry:
 
         try:
             schema_id = int(self._client.register_schema(subject, Schema(schema_text, "AVRO")))
-        except Exception as exc:  # noqa: BLE001 - any client failure means the same to the caller
+        except Exception as exc:
             raise RegistryError(
                 f"could not register the schema under subject {subject!r} at {self.url}: {exc}"
             ) from exc
@@ -74,7 +74,7 @@ class ConfluentRegistry:
             if exc.http_status_code == 404:
                 return None
             raise RegistryError(f"could not fetch schema id {schema_id} from {self.url}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - transport errors: the registry is unreachable
+        except Exception as exc:
             raise RegistryError(f"could not fetch schema id {schema_id} from {self.url}: {exc}") from exc
         with self._lock:
             self._texts[schema_id] = text

@@ -11,7 +11,12 @@ from ._records import Body, Exchange, Header
 
 __all__ = ["sample_exchange"]
 
-_PATHS = [b"/v1/orders/12345", b"/v1/users/9f1c2e7a-0b1d-4a55-9bbd-2c3a4e5f6a7b/profile", b"/healthz", b"/api/v1/namespaces/default/pods"]
+_PATHS = [
+    b"/v1/orders/12345",
+    b"/v1/users/9f1c2e7a-0b1d-4a55-9bbd-2c3a4e5f6a7b/profile",
+    b"/healthz",
+    b"/api/v1/namespaces/default/pods",
+]
 
 
 def _json_body(data: bytes) -> Body:
@@ -82,8 +87,17 @@ def sample_exchange(seed: int | None = None, *, body_size: int = 256) -> Exchang
             "trailers": [],
             "body": _json_body(b'{"ok":true}'),
         },
-        "outcome": {"kind": "COMPLETED", "exception_type": None, "exception_message": None, "response_started": True},
-        "trace": {"trace_id": "%032x" % rng.getrandbits(128), "span_id": "%016x" % rng.getrandbits(64), "sampled": True},
+        "outcome": {
+            "kind": "COMPLETED",
+            "exception_type": None,
+            "exception_message": None,
+            "response_started": True,
+        },
+        "trace": {
+            "trace_id": "%032x" % rng.getrandbits(128),
+            "span_id": "%016x" % rng.getrandbits(64),
+            "sampled": True,
+        },
         "traffic_class": None,
         "class_rule": None,
         "route": None,
@@ -91,5 +105,3 @@ def sample_exchange(seed: int | None = None, *, body_size: int = 256) -> Exchang
         "redactions": [],
         "tags": {"team": "checkout"},
     }
-
-

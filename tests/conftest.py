@@ -74,8 +74,10 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         if ok:
             yield from _container_infra()
             return
-        print(f"\n[trafficreel tests] {BACKEND_ENV}=containers but no Docker engine answers ({why}); "
-              "using the embedded broker and ClickHouse instead.")
+        print(
+            f"\n[trafficreel tests] {BACKEND_ENV}=containers but no Docker engine answers ({why}); "
+            "using the embedded broker and ClickHouse instead."
+        )
     yield from _embedded_infra(tmp_path_factory.mktemp("stack"))
 
 

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
+from importlib.metadata import version as package_version
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -66,10 +67,14 @@ def _main(
     ] = None,
     kafka_config: Annotated[
         list[str] | None,
-        typer.Option(help="librdkafka property KEY=VALUE, repeatable (security.protocol, sasl.*, ssl.*).",
-                     metavar="KEY=VALUE"),
+        typer.Option(
+            help="librdkafka property KEY=VALUE, repeatable (security.protocol, sasl.*, ssl.*).",
+            metavar="KEY=VALUE",
+        ),
     ] = None,
-    topic_prefix: Annotated[str | None, typer.Option(help="Topic prefix [env TRAFFICREEL_TOPIC_PREFIX].")] = None,
+    topic_prefix: Annotated[
+        str | None, typer.Option(help="Topic prefix [env TRAFFICREEL_TOPIC_PREFIX].")
+    ] = None,
     schema_registry_url: Annotated[
         str | None, typer.Option(help="Schema Registry URL [env TRAFFICREEL_SCHEMA_REGISTRY_URL].")
     ] = None,
@@ -125,7 +130,9 @@ def up(
     ctx: typer.Context,
     kafka_port: Annotated[int, typer.Option(help="Broker port; 0 picks a free one.")] = 0,
     clickhouse_port: Annotated[int, typer.Option(help="ClickHouse HTTP port; 0 picks a free one.")] = 0,
-    partitions: Annotated[int | None, typer.Option(help="Partitions per topic [env TRAFFICREEL_PARTITIONS].")] = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions per topic [env TRAFFICREEL_PARTITIONS].")
+    ] = None,
     clickhouse: Annotated[bool, typer.Option(help="Start the embedded ClickHouse too.")] = True,
 ) -> None:
     """Start the embedded stack: a Kafka broker and ClickHouse on loopback, until Ctrl-C.
@@ -143,8 +150,10 @@ def up(
     env_file, pid_file = stack_env_path(data_dir), data_dir / "stack.pid"
     other = _running_stack_pid(pid_file)
     if other is not None and other != os.getpid():
-        err.print(f"error: a stack is already running from {data_dir} (pid {other}); stop it first "
-                  "or use another --data-dir.")
+        err.print(
+            f"error: a stack is already running from {data_dir} (pid {other}); stop it first "
+            "or use another --data-dir."
+        )
         raise typer.Exit(1)
     stack = EmbeddedStack(
         data_dir=data_dir,
@@ -167,8 +176,12 @@ def up(
         data_dir.mkdir(parents=True, exist_ok=True)
         env_file.write_text(stack.env_lines())
         pid_file.write_text(str(os.getpid()))
-        log.info("stack started", broker=stack.broker.bootstrap,
-                 clickhouse=stack.clickhouse.url if clickhouse else None, data_dir=str(data_dir))
+        log.info(
+            "stack started",
+            broker=stack.broker.bootstrap,
+            clickhouse=stack.clickhouse.url if clickhouse else None,
+            data_dir=str(data_dir),
+        )
         err.print(f"note: {MEMORY_ONLY_NOTE}")
         err.print(f"topics: {', '.join(f'{k} ({v})' for k, v in stack.topics.items())}")
         err.print(f"settings for other shells (also in {env_file}):")
@@ -200,11 +213,15 @@ def _topic_names(settings: Settings, names: list[str] | None) -> list[str]:
 @topics_app.command("create")
 def topics_create(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(help="Topics (short or full names); default: all.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Topics (short or full names); default: all.")
+    ] = None,
     partitions: Annotated[int | None, typer.Option(help="Partitions [env TRAFFICREEL_PARTITIONS].")] = None,
     replication_factor: Annotated[int | None, typer.Option(help="Replication factor.")] = None,
-    config: Annotated[list[str] | None, typer.Option(help="Topic config KEY=VALUE, e.g. retention.ms=604800000.",
-                                                      metavar="KEY=VALUE")] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(help="Topic config KEY=VALUE, e.g. retention.ms=604800000.", metavar="KEY=VALUE"),
+    ] = None,
 ) -> None:
     """Create the project's topics (those that exist are left alone).
 
@@ -230,7 +247,9 @@ def topics_create(
 @topics_app.command("describe")
 def topics_describe(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(help="Topics (short or full names); default: all.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Topics (short or full names); default: all.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show partitions, leaders and offsets of the project's topics.
@@ -244,17 +263,30 @@ def topics_describe(
         err.print(f"error: {exc}")
         raise typer.Exit(1) from exc
     if as_json:
-        out.print(json.dumps([
-            {"topic": i.name, "messages": i.messages,
-             "partitions": [{"partition": p.partition, "leader": p.leader, "low": p.low, "high": p.high}
-                            for p in i.partitions]}
-            for i in infos
-        ]))
+        out.print(
+            json.dumps(
+                [
+                    {
+                        "topic": i.name,
+                        "messages": i.messages,
+                        "partitions": [
+                            {"partition": p.partition, "leader": p.leader, "low": p.low, "high": p.high}
+                            for p in i.partitions
+                        ],
+                    }
+                    for i in infos
+                ]
+            )
+        )
         return
     table = Table("topic", "partitions", "messages", "offsets (low-high per partition)")
     for info in infos:
-        table.add_row(info.name, str(len(info.partitions)), str(info.messages),
-                      " ".join(f"{p.partition}:{p.low}-{p.high}" for p in info.partitions))
+        table.add_row(
+            info.name,
+            str(len(info.partitions)),
+            str(info.messages),
+            " ".join(f"{p.partition}:{p.low}-{p.high}" for p in info.partitions),
+        )
     out.print(table)
     if not infos:
         err.print("no project topics found; create them with: trafficreel topics create")
@@ -287,7 +319,12 @@ def parse_time(text: str, now: float | None = None) -> int:
     return int(when.timestamp() * 1000)
 
 
-class OutputFormat(str, Enum):
+def _is_default(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name == "DEFAULT"
+
+
+class OutputFormat(StrEnum):
     json = "json"
     summary = "summary"
 
@@ -306,16 +343,36 @@ def _deserializer(settings: Settings) -> Deserializer:
 @app.command()
 def tail(
     ctx: typer.Context,
-    topic: Annotated[str, typer.Argument(help=f"Topic: a short name ({', '.join(TOPIC_NAMES)}) or a full one.")] = "raw",
-    from_beginning: Annotated[bool, typer.Option("--from-beginning", "-b", help="Start at the oldest record.")] = False,
-    offset: Annotated[int | None, typer.Option(help="Start at this offset (in each chosen partition).")] = None,
-    since: Annotated[str | None, typer.Option(help="Start at this time: ISO-8601, an age (15m, 2h) or epoch ms.")] = None,
-    last: Annotated[int, typer.Option("--last", "-l", help="Without another start: the last N per partition.")] = 10,
-    partition: Annotated[list[int] | None, typer.Option("--partition", "-p", help="Only these partitions.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records, like tail -f.")] = False,
+    topic: Annotated[
+        str, typer.Argument(help=f"Topic: a short name ({', '.join(TOPIC_NAMES)}) or a full one.")
+    ] = "raw",
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", "-b", help="Start at the oldest record.")
+    ] = False,
+    offset: Annotated[
+        int | None, typer.Option(help="Start at this offset (in each chosen partition).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Start at this time: ISO-8601, an age (15m, 2h) or epoch ms.")
+    ] = None,
+    last: Annotated[
+        int, typer.Option("--last", "-l", help="Without another start: the last N per partition.")
+    ] = 10,
+    partition: Annotated[
+        list[int] | None, typer.Option("--partition", "-p", help="Only these partitions.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records, like tail -f.")
+    ] = False,
     max_records: Annotated[int | None, typer.Option("--max", "-n", help="Stop after N records.")] = None,
-    output: Annotated[OutputFormat | None, typer.Option("--format", help="json lines (default when piped) or "
-                                                        "one readable summary line per record (default on a terminal).")] = None,
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "--format",
+            help="json lines (default when piped) or "
+            "one readable summary line per record (default on a terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Print the records of a topic, decoded, from an offset, a time or its tail.
 
@@ -337,24 +394,35 @@ def tail(
         position = Position("offset", offset)
     elif since is not None:
         position = Position("time", parse_time(since))
-    elif follow and ctx.get_parameter_source("last") is not None and ctx.get_parameter_source("last").name == "DEFAULT":
-        position = Position("end")
+    elif follow and _is_default(ctx, "last"):
+        position = Position("end")  # tail -f with no start given: only what arrives from now on
     else:
         position = Position("last", last)
     fmt = output or (OutputFormat.summary if sys.stdout.isatty() else OutputFormat.json)
     bad = 0
     try:
-        for item in read_topic(settings.kafka_client_config(), settings.topic(topic), position,
-                               deserializer=_deserializer(settings), partitions=partition, follow=follow,
-                               max_records=max_records):
+        for item in read_topic(
+            settings.kafka_client_config(),
+            settings.topic(topic),
+            position,
+            deserializer=_deserializer(settings),
+            partitions=partition,
+            follow=follow,
+            max_records=max_records,
+        ):
             if item.error is not None:
                 bad += 1
                 err.print(f"undecodable: {item.error}")
                 continue
             assert item.record is not None
             if fmt is OutputFormat.json:
-                line: dict[str, Any] = {"topic": item.topic, "partition": item.partition, "offset": item.offset,
-                                        "timestamp_ms": item.timestamp_ms, "record": jsonable(item.record)}
+                line: dict[str, Any] = {
+                    "topic": item.topic,
+                    "partition": item.partition,
+                    "offset": item.offset,
+                    "timestamp_ms": item.timestamp_ms,
+                    "record": jsonable(item.record),
+                }
                 sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
             else:
                 sys.stdout.write(f"{item.partition}:{item.offset} {summary_line(item.record)}\n")
@@ -379,10 +447,14 @@ def version() -> None:
 
     schema = exchange_schema()
     out.print(f"trafficreel {__version__}")
-    out.print(f"record schema {schema.json['namespace']}.{schema.json['name']} "
-              f"fingerprint {schema.fingerprint.hex()} (CRC-64-AVRO, little-endian)")
-    out.print(f"python {platform.python_version()}, confluent-kafka {confluent_kafka.version()[0] if isinstance(confluent_kafka.version(), tuple) else confluent_kafka.version()}, "
-              f"librdkafka {confluent_kafka.libversion()[0]}, fastavro {fastavro.__version__}")
+    out.print(
+        f"record schema {schema.json['namespace']}.{schema.json['name']} "
+        f"fingerprint {schema.fingerprint.hex()} (CRC-64-AVRO, little-endian)"
+    )
+    out.print(
+        f"python {platform.python_version()}, confluent-kafka {package_version('confluent-kafka')}, "
+        f"librdkafka {confluent_kafka.libversion()[0]}, fastavro {fastavro.__version__}"
+    )
 
 
 def main() -> None:

@@ -60,32 +60,41 @@ class Settings(BaseSettings):
         None, description="A Java-style .properties file of client properties (as Kafka services hand out)."
     )
     topic_prefix: str = Field("trafficreel", description="Prefix of the project's topics: <prefix>.raw, ...")
-    partitions: int = Field(3, ge=1, description="Partitions of each topic created by `up` or `topics create`.")
+    partitions: int = Field(
+        3, ge=1, description="Partitions of each topic created by `up` or `topics create`."
+    )
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry URL; unset means Avro single-object framing."
     )
     schema_registry_config: dict[str, str] = Field(
-        default_factory=dict, description='Extra registry client settings as JSON, e.g. {"basic.auth.user.info": "u:p"}.'
+        default_factory=dict,
+        description='Extra registry client settings as JSON, e.g. {"basic.auth.user.info": "u:p"}.',
     )
     schema_path: list[Path] = Field(
-        default_factory=list, description="Extra directories of .avsc writer schemas the decoder accepts (JSON list)."
+        default_factory=list,
+        description="Extra directories of .avsc writer schemas the decoder accepts (JSON list).",
     )
     clickhouse_url: str = Field(
         "http://127.0.0.1:8123",
-        description="ClickHouse DSN: http(s)://user:password@host:port/database, or chdb:///path for in-process.",
+        description="ClickHouse DSN: http(s)://user:password@host:port/database, "
+        "or chdb:///path for in-process.",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Data of the embedded stack (ClickHouse tables, logs)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    log_format: Literal["console", "json"] = Field("console", description="Log lines for people or for machines.")
+    log_format: Literal["console", "json"] = Field(
+        "console", description="Log lines for people or for machines."
+    )
 
     @field_validator("kafka_config", "schema_registry_config")
     @classmethod
     def _no_bootstrap_in_config(cls, value: dict[str, str]) -> dict[str, str]:
         if "bootstrap.servers" in value:
-            raise ValueError("set the bootstrap servers with TRAFFICREEL_KAFKA_BOOTSTRAP, not bootstrap.servers")
+            raise ValueError(
+                "set the bootstrap servers with TRAFFICREEL_KAFKA_BOOTSTRAP, not bootstrap.servers"
+            )
         return value
 
     def kafka_client_config(self, **overrides: Any) -> dict[str, Any]:

@@ -54,9 +54,13 @@ def _start_offsets(
     if position.kind == "offset":
         return [TopicPartition(topic, p, position.value) for p in partitions]
     if position.kind == "time":
-        found = consumer.offsets_for_times([TopicPartition(topic, p, position.value) for p in partitions], timeout)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, position.value) for p in partitions], timeout
+        )
         # -1: no record at or after that time yet, so start at the end.
-        return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found]
+        return [
+            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found
+        ]
     highs = high_watermarks(consumer, tps, timeout)
     starts = []
     for p in partitions:
@@ -78,13 +82,15 @@ def read_topic(
     poll_interval: float = 0.5,
 ) -> Iterator[TailItem]:
     """Yield the messages of ``topic`` from ``position``; stop at the end unless ``follow``."""
-    consumer = Consumer({
-        **conf,
-        "group.id": "trafficreel-tail",  # required by the client; never joined, nothing is committed
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": "trafficreel-tail",  # required by the client; never joined, nothing is committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         try:
             metadata = consumer.list_topics(topic, timeout=timeout)
@@ -107,6 +113,12 @@ def read_topic(
         consumer.close()
 
 
+def _headers(msg: confluent_kafka.Message) -> list[tuple[str, bytes]]:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in pairs]
+
+
 def _consume(
     consumer: Consumer,
     partitions: list[int],
@@ -122,17 +134,18 @@ def _consume(
     while follow or len(at_end) < len(partitions):
         for msg in consumer.consume(500, poll_interval):
             err = msg.error()
+            partition = msg.partition() or 0
             if err is not None:
                 if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
+                    at_end.add(partition)
                     continue
                 raise KafkaError(f"reading {msg.topic()} failed: {err}")
-            at_end.discard(msg.partition())
+            at_end.discard(partition)
             ts = msg.timestamp()[1]
             if since is not None and ts < since:
                 continue  # the broker may answer a time lookup with the start of the batch holding it
             value = msg.value() or b""
-            item = TailItem(msg.topic(), msg.partition(), msg.offset(), ts, msg.key(), list(msg.headers() or []))
+            item = TailItem(str(msg.topic()), partition, msg.offset() or 0, ts, msg.key(), _headers(msg))
             try:
                 item.record = deserializer(value)
             except DecodeError as exc:

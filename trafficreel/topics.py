@@ -1,11 +1,11 @@
 """The project's Kafka topics, and creating and describing them.
 
-    raw        every exchange as recorded, one record each (producers write here)
-    business   business traffic, classified, redacted and sampled (stream workers write here)
-    k8s-api    the service's own calls to the Kubernetes API server
-    probe      kubelet liveness/readiness/startup probes
-    scrape     Prometheus scrapes
-    dlq        records that could not be processed, with the reason in the headers
+raw        every exchange as recorded, one record each (producers write here)
+business   business traffic, classified, redacted and sampled (stream workers write here)
+k8s-api    the service's own calls to the Kubernetes API server
+probe      kubelet liveness/readiness/startup probes
+scrape     Prometheus scrapes
+dlq        records that could not be processed, with the reason in the headers
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from .errors import KafkaError
 
@@ -78,13 +79,19 @@ def create_topics(
 ) -> dict[str, str]:
     """Create topics that do not exist; return ``{name: "created" | "exists"}``."""
     admin = _admin(conf)
-    new = [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=topic_config or {})
-           for n in names]
+    new = [
+        NewTopic(
+            n, num_partitions=partitions, replication_factor=replication_factor, config=topic_config or {}
+        )
+        for n in names
+    ]
     outcome: dict[str, str] = {}
     try:
         futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     except KafkaException as exc:
-        raise KafkaError(f"could not create topics at {conf.get('bootstrap.servers')}: {exc.args[0]}") from exc
+        raise KafkaError(
+            f"could not create topics at {conf.get('bootstrap.servers')}: {exc.args[0]}"
+        ) from exc
     for name, future in futures.items():
         try:
             future.result(timeout)
@@ -101,7 +108,9 @@ def create_topics(
     return outcome
 
 
-def high_watermarks(consumer: Consumer, partitions: list[TopicPartition], timeout: float = 10.0) -> dict[int, int]:
+def high_watermarks(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float = 10.0
+) -> dict[int, int]:
     """Return the high watermark of each partition as reported by fetches.
 
     Fetch responses carry the broker's high watermark. The embedded broker (Tansu) answers
@@ -117,8 +126,10 @@ def high_watermarks(consumer: Consumer, partitions: list[TopicPartition], timeou
     while wanted - result.keys() and time.monotonic() < deadline:
         for msg in consumer.consume(500, 0.2):
             err = msg.error()
-            if err is not None and err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                result[msg.partition()] = msg.offset()
+            partition, offset = msg.partition(), msg.offset()
+            is_eof = err is not None and err.code() == confluent_kafka.KafkaError._PARTITION_EOF
+            if is_eof and partition is not None and offset is not None:
+                result[partition] = offset
     consumer.unassign()
     for p in wanted - result.keys():  # no EOF in time: fall back to what the broker said
         result[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout, cached=False)[1]
@@ -142,8 +153,14 @@ def describe_topics(conf: dict[str, Any], names: list[str], timeout: float = 10.
             f"could not reach Kafka at {conf.get('bootstrap.servers')}: {exc.args[0]}; "
             "is the broker running (trafficreel up)?"
         ) from exc
-    consumer = Consumer({**conf, "group.id": "trafficreel-describe", "enable.partition.eof": True,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": "trafficreel-describe",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     infos = []
     try:
         for name in names:
@@ -155,7 +172,11 @@ def describe_topics(conf: dict[str, Any], names: list[str], timeout: float = 10.
             parts = []
             for tp in tps:
                 low, _ = consumer.get_watermark_offsets(tp, timeout, cached=False)
-                parts.append(PartitionInfo(tp.partition, topic.partitions[tp.partition].leader, low, highs[tp.partition]))
+                parts.append(
+                    PartitionInfo(
+                        tp.partition, topic.partitions[tp.partition].leader, low, highs[tp.partition]
+                    )
+                )
             infos.append(TopicInfo(name, parts))
     finally:
         consumer.close()

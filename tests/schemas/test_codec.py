@@ -102,9 +102,9 @@ def test_decode_errors_name_their_reason() -> None:
     assert _reason(good + b"\x00\x00") == "malformed"
     assert _reason(b"\x00\x00\x00") == "truncated"
     assert _reason(b"\x00\x00\x00\x00\x07" + good[10:]) == "registry-required"
-    assert _reason(b"\x00\x00\x00\x03\xe7" + good[10:], Deserializer(registry=ConfluentRegistry("mock://e"))) == (
-        "unknown-schema-id"
-    )
+    assert _reason(
+        b"\x00\x00\x00\x03\xe7" + good[10:], Deserializer(registry=ConfluentRegistry("mock://e"))
+    ) == ("unknown-schema-id")
 
 
 def test_decode_error_carries_kafka_coordinates() -> None:
@@ -112,7 +112,12 @@ def test_decode_error_carries_kafka_coordinates() -> None:
     with pytest.raises(DecodeError) as info:
         Deserializer()(b"nope")
     located = info.value.at("trafficreel.raw", 2, 41)
-    assert (located.topic, located.partition, located.offset, located.data) == ("trafficreel.raw", 2, 41, b"nope")
+    assert (located.topic, located.partition, located.offset, located.data) == (
+        "trafficreel.raw",
+        2,
+        41,
+        b"nope",
+    )
     assert "trafficreel.raw[2]@41" in str(located)
     assert "bad-magic" in str(located)
 

@@ -25,8 +25,14 @@ class _Topic:
 def _v2() -> WriterSchema:
     """v1 plus a field with a default: the only kind of change the project allows."""
     raw = copy.deepcopy(exchange_schema(1).json)
-    raw["fields"].append({"name": "cost_units", "type": ["null", "long"], "default": None,
-                          "doc": "A field added by a later version."})
+    raw["fields"].append(
+        {
+            "name": "cost_units",
+            "type": ["null", "long"],
+            "default": None,
+            "doc": "A field added by a later version.",
+        }
+    )
     raw["fields"][4]["type"]["fields"].append(
         {"name": "zone", "type": "string", "default": "unknown", "doc": "Nested field added later."}
     )

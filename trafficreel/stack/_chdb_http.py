@@ -13,6 +13,7 @@ given on a request apply to that request only. Run ``python -m trafficreel.stack
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -21,7 +22,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["ChdbEngine", "ClickHouseError", "make_handler"]
@@ -40,11 +41,27 @@ _COMMENT_RE = re.compile(r"^\s*(?:--[^\n]*\n|/\*.*?\*/)", re.DOTALL)
 # Parameters that steer the HTTP interface itself rather than name a ClickHouse setting.
 _TRANSPORT_PARAMS = frozenset(
     {
-        "query", "database", "default_format", "query_id", "session_id", "session_timeout",
-        "session_check", "compress", "decompress", "user", "password", "quota_key", "buffer_size",
-        "wait_end_of_query", "enable_http_compression", "send_progress_in_http_headers",
-        "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
-        "http_zlib_compression_level", "client_protocol_version", "role",
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "compress",
+        "decompress",
+        "user",
+        "password",
+        "quota_key",
+        "buffer_size",
+        "wait_end_of_query",
+        "enable_http_compression",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "cancel_http_readonly_queries_on_client_close",
+        "http_zlib_compression_level",
+        "client_protocol_version",
+        "role",
     }
 )
 _CONTENT_TYPES = {
@@ -88,7 +105,7 @@ class ClickHouseError(Exception):
         if not matches:
             return cls(1000, text)
         # chDB wraps some errors ("Streaming query failed: Code: 60. …"): keep the innermost.
-        return cls(int(matches[-1].group(1)), text[matches[-1].start():])
+        return cls(int(matches[-1].group(1)), text[matches[-1].start() :])
 
     @property
     def status(self) -> int:
@@ -126,7 +143,7 @@ class ChdbEngine:
     def __init__(self, path: str) -> None:
         from chdb import connect
 
-        self._conn: Any = connect(path)
+        self._conn: Any = cast(Any, connect)(path)
         self.lock = threading.Lock()
         self.version = str(self._conn.query("SELECT version()", "TabSeparated")).strip()
         self.timezone = str(self._conn.query("SELECT timezone()", "TabSeparated")).strip()
@@ -140,19 +157,19 @@ class ChdbEngine:
     def query(self, sql: str, fmt: str, params: dict[str, str]) -> Any:
         try:
             return self._conn.query(sql, fmt, params=params)
-        except Exception as exc:  # noqa: BLE001 - every engine error is reported to the client
+        except Exception as exc:
             raise ClickHouseError.from_engine(exc) from exc
 
     def stream(self, sql: str, fmt: str, params: dict[str, str]) -> Iterator[bytes]:
         try:
             result = self._conn.send_query(sql, fmt, params=params)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ClickHouseError.from_engine(exc) from exc
         try:
             while True:
                 try:
                     chunk = result.fetch()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise ClickHouseError.from_engine(exc) from exc
                 if chunk is None:
                     return
@@ -166,7 +183,7 @@ class ChdbEngine:
     def insert(self, statement: str, fmt: str, chunks: Iterator[bytes]) -> tuple[int, int]:
         try:
             inserter = self._conn.send_insert(statement, fmt)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ClickHouseError.from_engine(exc) from exc
         with inserter:
             try:
@@ -176,7 +193,7 @@ class ChdbEngine:
                 result = inserter.finish()
             except ClickHouseError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise ClickHouseError.from_engine(exc.__cause__ or exc) from exc
         return int(result.rows_written), int(result.bytes_written)
 
@@ -186,10 +203,9 @@ class ChdbEngine:
 
     def reset_settings(self, names: list[str]) -> None:
         for name in names:
-            try:
+            # A setting that cannot be reset keeps no state worth failing a request for.
+            with contextlib.suppress(ClickHouseError):
                 self.query(f"SET {name} = DEFAULT", "TabSeparated", {})
-            except ClickHouseError:
-                pass  # a setting that cannot be reset keeps no state worth failing a request for
 
 
 def _quote(value: str) -> str:
@@ -221,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it so
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request is noise for an embedded store; errors are reported to the client
 
     def _body_chunks(self) -> Iterator[bytes]:
@@ -292,7 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         url = urlsplit(self.path)
-        if url.path in ("/ping", "/replicas_status") or (url.path == "/" and not url.query and self.command != "POST"):
+        if url.path in ("/ping", "/replicas_status") or (
+            url.path == "/" and not url.query and self.command != "POST"
+        ):
             self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
             return
         params = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -304,8 +322,9 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             if params.get("decompress") == "1" or params.get("compress") == "1":
                 raise ClickHouseError(
-                    48, "ClickHouse block compression (compress/decompress=1) is not supported by the "
-                    "embedded server; use Content-Encoding instead"
+                    48,
+                    "ClickHouse block compression (compress/decompress=1) is not supported by the "
+                    "embedded server; use Content-Encoding instead",
                 )
             self._execute(params, query_id)
         except ClickHouseError as exc:
@@ -319,8 +338,11 @@ class _Handler(BaseHTTPRequestHandler):
         }
         unknown = sorted(set(settings) - engine.settings)
         if unknown:
-            raise ClickHouseError(115, f"Setting {unknown[0]} is neither a builtin setting nor started "
-                                  "with the prefix 'custom_' registered for user-defined settings. (UNKNOWN_SETTING)")
+            raise ClickHouseError(
+                115,
+                f"Setting {unknown[0]} is neither a builtin setting nor started "
+                "with the prefix 'custom_' registered for user-defined settings. (UNKNOWN_SETTING)",
+            )
         database = params.get("database", "")
         if database and not _IDENT_RE.match(database):
             raise ClickHouseError(81, f"Database {database!r} is not a valid name. (UNKNOWN_DATABASE)")
@@ -356,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
         insert = _INSERT_FORMAT_RE.match(head)
         if insert:
             statement, data_format = insert.group(1).decode(), insert.group(2).decode()
-            leftover = head[insert.end():] if not url_query else b""
+            leftover = head[insert.end() :] if not url_query else b""
             # URL-parameter form: the whole body is data. Body form: data follows the FORMAT clause.
             rows, written = self.engine.insert(statement, data_format, _chain(leftover, body))
             summary = {"written_rows": str(rows), "written_bytes": str(written), "result_rows": "0"}
@@ -369,7 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             sql = sql_bytes.decode()
         except UnicodeDecodeError as exc:
-            raise ClickHouseError(27, f"The query is not valid UTF-8: {exc}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)") from exc
+            raise ClickHouseError(
+                27, f"The query is not valid UTF-8: {exc}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"
+            ) from exc
         if _READ_STATEMENT_RE.match(_strip_comments(sql)) and self.command != "HEAD":
             self._reply_stream(sql, fmt, params, query_id)
             return
@@ -412,7 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         except ClickHouseError as exc:
             # Mid-stream failure: like ClickHouse, append the error text and cut the stream short.
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(exc.body(self.engine.version)), exc.body(self.engine.version)))
+            self.wfile.write(
+                b"%x\r\n%s\r\n" % (len(exc.body(self.engine.version)), exc.body(self.engine.version))
+            )
             self.close_connection = True
             return
         self.wfile.write(b"0\r\n\r\n")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from ..errors import StackError
+from trafficreel.errors import StackError
 
 __all__ = ["ChildProcess", "free_port", "wait_for_port"]
 
@@ -48,7 +48,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class ChildProcess:
     """A long-running child (broker, ClickHouse) with its output kept in a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -62,7 +64,7 @@ class ChildProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop(); one run per file
         try:
             self._proc = subprocess.Popen(
                 self.argv,
@@ -70,7 +72,7 @@ class ChildProcess:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(self._env or {})},
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+                preexec_fn=_die_with_parent,
                 start_new_session=True,  # Ctrl-C in a terminal reaches `up`, which stops us in order
             )
         except OSError as exc:

@@ -10,8 +10,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from ..errors import StackError
-from ..topics import create_topics, project_topics
+from trafficreel.errors import StackError
+from trafficreel.topics import create_topics, project_topics
+
 from ._processes import ChildProcess, free_port, wait_for_port
 
 __all__ = ["BrokerEndpoint", "ClickHouseEndpoint", "EmbeddedBroker", "EmbeddedClickHouse", "EmbeddedStack"]
@@ -71,13 +72,25 @@ class EmbeddedBroker:
             url = f"tcp://{self.host}:{self.port}"
             self._proc = ChildProcess(
                 "Kafka broker (Tansu)",
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/", "--cluster-id", "trafficreel"],
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                    "--cluster-id",
+                    "trafficreel",
+                ],
                 self._log_dir / "broker.log",
             )
             self._proc.start()
             try:
-                self._proc.wait_ready(lambda: wait_for_port(self.host, self.port, time.monotonic() + 0.2), timeout)
+                self._proc.wait_ready(
+                    lambda: wait_for_port(self.host, self.port, time.monotonic() + 0.2), timeout
+                )
                 return
             except StackError:
                 self._proc.stop()
@@ -117,27 +130,32 @@ class EmbeddedClickHouse:
         try:
             import chdb  # noqa: F401 - only checks that the extra is installed
         except ImportError as exc:
-            raise StackError("the embedded ClickHouse needs chDB; run: pip install 'trafficreel[local]'") from exc
-        lock = self.data_dir / "status"
+            raise StackError(
+                "the embedded ClickHouse needs chDB; run: pip install 'trafficreel[local]'"
+            ) from exc
         log = self._log_dir / "clickhouse.log"
         port = self.port or free_port(self.host)
         self._proc = ChildProcess(
             "embedded ClickHouse (chDB)",
-            [sys.executable, "-m", "trafficreel.stack.chdb_server", "--path", str(self.data_dir),
-             "--host", self.host, "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "trafficreel.stack.chdb_server",
+                "--path",
+                str(self.data_dir),
+                "--host",
+                self.host,
+                "--port",
+                str(port),
+            ],
             log,
         )
         self._proc.start()
         self.port = port
         try:
             self._proc.wait_ready(self.ping, timeout)
-        except StackError as exc:
+        except StackError:
             self._proc.stop()
-            if lock.exists() and "lock" in str(exc).lower():
-                raise StackError(
-                    f"{exc}\nAnother process holds {self.data_dir}; chDB allows one process per data "
-                    "directory. Stop it (another `trafficreel up`?) or set TRAFFICREEL_DATA_DIR."
-                ) from exc
             raise
 
     def ping(self) -> bool:
@@ -197,7 +215,10 @@ class EmbeddedStack:
 
     def env(self) -> dict[str, str]:
         """The settings other processes need to use this stack."""
-        env = {"TRAFFICREEL_KAFKA_BOOTSTRAP": self.broker.bootstrap, "TRAFFICREEL_TOPIC_PREFIX": self.topic_prefix}
+        env = {
+            "TRAFFICREEL_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "TRAFFICREEL_TOPIC_PREFIX": self.topic_prefix,
+        }
         if self.with_clickhouse:
             env["TRAFFICREEL_CLICKHOUSE_URL"] = self.clickhouse.url
         return env

@@ -29,7 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     args.path.mkdir(parents=True, exist_ok=True)
-    engine = ChdbEngine(str(args.path))
+    try:
+        engine = ChdbEngine(str(args.path))
+    except Exception as exc:  # noqa: BLE001 - chDB reports every start-up failure as RuntimeError
+        print(
+            f"ERROR cannot open the chDB data directory {args.path}: {exc}\n"
+            "chDB allows one process per data directory: is another `trafficreel up` (or another "
+            "embedded ClickHouse) using it? Stop it, or choose another TRAFFICREEL_DATA_DIR.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     server = ThreadingHTTPServer((args.host, args.port), make_handler(engine))
     server.daemon_threads = True
 
@@ -38,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    host, port = server.server_address[:2]
-    print(f"LISTENING {host} {port}", flush=True)
+    print(f"LISTENING {args.host} {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -1,0 +1,5 @@
+"""``python -m trafficreel`` runs the command line."""
+
+from trafficreel.cli import main
+
+main()
