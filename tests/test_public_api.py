@@ -1,0 +1,116 @@
+"""The public surface: exported names are the intended ones and all exist; private modules are marked."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import trafficreel
+
+PUBLIC = {
+    "trafficreel.schemas": {
+        "CONFLUENT_MAGIC",
+        "CURRENT_VERSION",
+        "SCHEMA_DIR",
+        "SINGLE_OBJECT_MAGIC",
+        "Body",
+        "BodyState",
+        "ConfluentRegistry",
+        "DecodeError",
+        "DecodeReason",
+        "Deserializer",
+        "Direction",
+        "EncodeError",
+        "Exchange",
+        "Header",
+        "Outcome",
+        "OutcomeKind",
+        "Peer",
+        "Redaction",
+        "RegistryError",
+        "Request",
+        "Response",
+        "SchemaError",
+        "SchemaRegistry",
+        "Serializer",
+        "Source",
+        "TopicContext",
+        "Trace",
+        "WriterSchema",
+        "blank_body",
+        "exchange_schema",
+        "exchange_schema_path",
+        "id_time_ms",
+        "known_versions",
+        "new_id",
+        "sample_exchange",
+        "topic_subject",
+    },
+    "trafficreel.schemas.errors": {
+        "DecodeError",
+        "DecodeReason",
+        "EncodeError",
+        "RegistryError",
+        "SchemaError",
+    },
+    "trafficreel.stack": {
+        "BrokerEndpoint",
+        "ClickHouseEndpoint",
+        "EmbeddedBroker",
+        "EmbeddedClickHouse",
+        "EmbeddedStack",
+    },
+    "trafficreel.errors": {"ConfigError", "KafkaError", "StackError", "TrafficreelError"},
+    "trafficreel.config": {"ENV_PREFIX", "Settings", "default_data_dir", "load_settings", "stack_env_path"},
+    "trafficreel.topics": {
+        "TOPIC_NAMES",
+        "PartitionInfo",
+        "TopicInfo",
+        "create_topics",
+        "describe_topics",
+        "high_watermarks",
+        "project_topics",
+    },
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_exported_names_are_the_intended_ones(module: str) -> None:
+    """Each public module's __all__ is exactly the intended set, and every name in it exists."""
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == PUBLIC[module]
+    missing = [name for name in mod.__all__ if not hasattr(mod, name)]
+    assert missing == []
+
+
+def test_every_package_declares_all() -> None:
+    """Every package and public module under trafficreel declares __all__."""
+    lacking = []
+    packages = ["trafficreel", *(f"trafficreel.{leaf}" for leaf in trafficreel.SOURCE_FOLDERS)]
+    infos = [
+        info
+        for pkg in packages
+        for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, f"{pkg}.")
+    ]
+    for info in infos:
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        mod = importlib.import_module(info.name)
+        if not hasattr(mod, "__all__"):
+            lacking.append(info.name)
+    assert lacking == []
+
+
+def test_errors_share_one_root() -> None:
+    """Every error the schemas package raises is a SchemaError; the CLI's are TrafficreelErrors."""
+    from trafficreel import errors
+    from trafficreel.schemas import errors as schema_errors
+
+    assert all(
+        issubclass(getattr(schema_errors, n), schema_errors.SchemaError)
+        for n in schema_errors.__all__
+        if n != "DecodeReason"
+    )
+    assert all(issubclass(getattr(errors, n), errors.TrafficreelError) for n in errors.__all__)
