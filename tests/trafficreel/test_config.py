@@ -106,3 +106,12 @@ def test_running_stack_is_found_but_environment_wins(monkeypatch: pytest.MonkeyP
     )
     monkeypatch.setenv("TRAFFICREEL_KAFKA_BOOTSTRAP", "kafka:9092")
     assert load_settings().kafka_bootstrap == "kafka:9092"
+
+
+def test_readme_documents_every_setting() -> None:
+    """The README's configuration table has a row for every setting's environment variable."""
+    from trafficreel.config import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"| `TRAFFICREEL_{name.upper()}` |" not in readme]
+    assert missing == []
