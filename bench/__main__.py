@@ -23,7 +23,7 @@ def _machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run trafficreel benchmarks; each reports medians against a baseline measured in the same run.",
+        description="Run trafficreel benchmarks; each reports medians against a baseline from the same run.",
         epilog="Example: python -m bench codec --quick --json",
     )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="benchmark to run, or all")
@@ -39,11 +39,17 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(BENCHMARKS[name])
         comparisons, extra = module.run(args.quick)
         for c in comparisons:
-            print(f"{c.name:<18} {c.candidate:>14,.0f} {c.baseline:>14,.0f} {c.ratio:>7.2f} {c.target:>7.2f}  "
-                  f"{'yes' if c.met else 'NO'}")
+            print(
+                f"{c.name:<18} {c.candidate:>14,.0f} {c.baseline:>14,.0f} {c.ratio:>7.2f} {c.target:>7.2f}  "
+                f"{'yes' if c.met else 'NO'}"
+            )
             report["results"][c.name] = {
-                "unit": c.unit, "candidate_per_s": round(c.candidate, 1), "baseline_per_s": round(c.baseline, 1),
-                "ratio": round(c.ratio, 4), "target_ratio": c.target, "met": c.met,
+                "unit": c.unit,
+                "candidate_per_s": round(c.candidate, 1),
+                "baseline_per_s": round(c.baseline, 1),
+                "ratio": round(c.ratio, 4),
+                "target_ratio": c.target,
+                "met": c.met,
             }
             if not c.met:
                 failed.append(c.name)

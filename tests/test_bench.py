@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_codec_quick_json() -> None:
     """The codec benchmark prints a table and, last, JSON with candidate, baseline and ratio per figure."""
-    done = subprocess.run([sys.executable, "-m", "bench", "codec", "--quick", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "codec", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["quick"] is True

@@ -17,7 +17,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "default_data_dir", "load_settings", "stack_env_path"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "default_data_dir",
+    "is_secret",
+    "load_settings",
+    "mask_dsn",
+    "stack_env_path",
+]
 
 ENV_PREFIX = "TRAFFICREEL_"
 _SECRET_MARKERS = ("password", "secret", "token", "key", "credentials", "user.info")
@@ -107,19 +115,22 @@ class Settings(BaseSettings):
         return conf
 
     def topic(self, name: str) -> str:
-        """Full topic name from a short one (``raw`` → ``trafficreel.raw``); full names pass through."""
-        return name if name.startswith(f"{self.topic_prefix}.") else f"{self.topic_prefix}.{name}"
+        """Full topic name from a short one (``raw`` → ``trafficreel.raw``); other names pass through."""
+        from .topics import TOPIC_NAMES
+
+        return f"{self.topic_prefix}.{name}" if name in TOPIC_NAMES else name
 
     def __repr_args__(self) -> Any:
         for key, value in super().__repr_args__():
             if isinstance(value, dict):
                 value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
             elif key == "clickhouse_url" and isinstance(value, str) and "@" in value:
-                value = _mask_dsn(value)
+                value = mask_dsn(value)
             yield key, value
 
 
-def _mask_dsn(dsn: str) -> str:
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ***, for messages and logs."""
     scheme, _, rest = dsn.partition("://")
     creds, at, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]

@@ -3,14 +3,15 @@
     TrafficreelError
     ├── ConfigError        a setting is missing, unknown or invalid
     ├── StackError         the embedded broker or ClickHouse could not start or answer
-    └── KafkaError         the Kafka cluster refused or could not be reached
+    ├── KafkaError         the Kafka cluster refused or could not be reached
+    └── ClickHouseError    ClickHouse could not be reached or refused a request
 
 Messages are full sentences that say what to do next.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "KafkaError", "StackError", "TrafficreelError"]
+__all__ = ["ClickHouseError", "ConfigError", "KafkaError", "StackError", "TrafficreelError"]
 
 
 class TrafficreelError(Exception):
@@ -27,3 +28,7 @@ class StackError(TrafficreelError):
 
 class KafkaError(TrafficreelError):
     """The Kafka cluster could not be reached or refused a request."""
+
+
+class ClickHouseError(TrafficreelError):
+    """ClickHouse could not be reached or refused a request."""

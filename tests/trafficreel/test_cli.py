@@ -167,3 +167,40 @@ def test_parse_time_forms() -> None:
     assert parse_time("2026-11-26T11:00:00+01:00") == 1795687200000
     assert parse_time("15m", now=1000.0) == 100_000
     assert parse_time("1795687200000") == 1795687200000
+
+
+def test_tail_follow_prints_only_new_records(
+    infra: Infra, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """tail --follow starts at the end and prints records as they arrive, until -n is reached."""
+    import os
+    import subprocess
+    import sys
+
+    topic = new_topic()
+    serializer = Serializer()
+    old = sample_exchange(100)
+    _produce(infra, topic, [serializer(old)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
+    env |= {"TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap, "TRAFFICREEL_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trafficreel", "tail", topic, "--follow", "-n", "2", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    sent = []
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        record = sample_exchange(len(sent) + 1)
+        sent.append(record["id"])
+        _produce(infra, topic, [serializer(record)])
+        time.sleep(0.5)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    ids = [line["record"]["id"] for line in _json_lines(stdout)]
+    assert len(ids) == 2
+    assert old["id"] not in ids
+    start = sent.index(ids[0])
+    assert ids == sent[start : start + 2]

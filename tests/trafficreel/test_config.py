@@ -27,7 +27,8 @@ def test_defaults_point_at_loopback(tmp_path: Path) -> None:
     assert settings.clickhouse_url == "http://127.0.0.1:8123"
     assert settings.data_dir == tmp_path
     assert settings.topic("raw") == "trafficreel.raw"
-    assert settings.topic("other.topic") == "trafficreel.other.topic"
+    assert settings.topic("k8s-api") == "trafficreel.k8s-api"
+    assert settings.topic("other.topic") == "other.topic"
     assert settings.topic("trafficreel.dlq") == "trafficreel.dlq"
 
 
