@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from importlib.metadata import version as package_version
@@ -50,8 +52,30 @@ topics_app = typer.Typer(help="Create and describe the project's Kafka topics.",
 app.add_typer(topics_app, name="topics")
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = get_logger("trafficreel.cli")
+
+
+def _key_values(items: list[str] | None, option: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        pairs[key.strip()] = value
+    return pairs
+
+
+@contextlib.contextmanager
+def _reported(code: int = 1) -> Iterator[None]:
+    """Report trafficreel's own errors as one line on stderr and exit with ``code``; no traceback."""
+    try:
+        yield
+    except TrafficreelError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(code) from exc
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -87,18 +111,10 @@ def _main(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[str | None, typer.Option(help="console or json.")] = None,
 ) -> None:
-    extra: dict[str, str] | None = None
-    if kafka_config:
-        extra = {}
-        for item in kafka_config:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--kafka-config")
-            extra[key.strip()] = value
-    try:
+    with _reported(code=2):
         settings = load_settings(
             kafka_bootstrap=kafka_bootstrap,
-            kafka_config=extra,
+            kafka_config=_key_values(kafka_config, "--kafka-config"),
             topic_prefix=topic_prefix,
             schema_registry_url=schema_registry_url,
             clickhouse_url=clickhouse_url,
@@ -106,9 +122,6 @@ def _main(
             log_level=log_level.upper() if log_level else None,
             log_format=log_format,
         )
-    except TrafficreelError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
     configure_logging(settings.log_level, settings.log_format)
     ctx.obj = settings
 
@@ -228,18 +241,14 @@ def topics_create(
     Example: trafficreel topics create --partitions 12 --config retention.ms=604800000
     """
     settings = _settings(ctx)
-    topic_config = dict(item.split("=", 1) for item in config or [])
-    try:
+    with _reported():
         result = create_topics(
             settings.kafka_client_config(),
             _topic_names(settings, names),
             partitions=partitions or settings.partitions,
             replication_factor=replication_factor or settings.replication_factor,
-            topic_config=topic_config,
+            topic_config=_key_values(config, "--config"),
         )
-    except TrafficreelError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
     for name, state in result.items():
         out.print(f"{name}\t{state}")
 
@@ -257,11 +266,8 @@ def topics_describe(
     Example: trafficreel topics describe raw dlq
     """
     settings = _settings(ctx)
-    try:
+    with _reported():
         infos = describe_topics(settings.kafka_client_config(), _topic_names(settings, names))
-    except TrafficreelError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
     if as_json:
         out.print(
             json.dumps(
@@ -400,7 +406,7 @@ def tail(
         position = Position("last", last)
     fmt = output or (OutputFormat.summary if sys.stdout.isatty() else OutputFormat.json)
     bad = 0
-    try:
+    with _reported(), contextlib.suppress(KeyboardInterrupt):
         for item in read_topic(
             settings.kafka_client_config(),
             settings.topic(topic),
@@ -427,11 +433,6 @@ def tail(
             else:
                 sys.stdout.write(f"{item.partition}:{item.offset} {summary_line(item.record)}\n")
             sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
-    except TrafficreelError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
     if bad:
         raise typer.Exit(3)
 
