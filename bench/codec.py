@@ -1,7 +1,8 @@
 """Codec: framed encode/decode of exchange records against bare fastavro on the same schema.
 
-Target: the wire framing (header, fingerprint lookup, error checks) costs at most 10% of
-fastavro's own throughput, both ways.
+Encoding uses the schema's compiled encoder (byte-identical to fastavro, see schemas/_encoder.py);
+target: at least 3x fastavro's schemaless writer, framing included. Decoding uses fastavro; target:
+the framing (header, fingerprint lookup, checks) costs at most 10% of fastavro's own reader.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def run(quick: bool) -> tuple[list[Comparison], dict[str, Any]]:
 
     rounds = 3 if quick else 7
     results = [
-        compare("codec.encode", "records", ours_encode, bare_encode, rounds=rounds, target=0.9),
+        compare("codec.encode", "records", ours_encode, bare_encode, rounds=rounds, target=3.0),
         compare("codec.decode", "records", ours_decode, bare_decode, rounds=rounds, target=0.9),
     ]
     sizes = sorted(len(e) for e in encoded)

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, cast
 
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_reader
 
 from ._records import Exchange
 from ._registry import SchemaRegistry
@@ -74,6 +74,7 @@ class Serializer:
         self._registry = registry
         self._subject_for = subject_for
         self._default_topic = default_topic
+        self._encode = self.schema.encoder
         self._single_header = SINGLE_OBJECT_MAGIC + self.schema.fingerprint
         self._confluent_headers: dict[str, bytes] = {}
 
@@ -90,14 +91,15 @@ class Serializer:
         return header
 
     def __call__(self, record: Exchange | dict[str, Any], ctx: TopicContext | None = None) -> bytes:
-        out = io.BytesIO()
-        out.write(self.header_for(ctx.topic if ctx is not None else None))
+        out = bytearray(self.header_for(ctx.topic if ctx is not None else None))
         try:
-            schemaless_writer(out, self.schema.parsed, record)
+            self._encode(record, out)
         except _ENCODE_ERRORS as exc:
             record_id = record.get("id") if isinstance(record, dict) else None
-            raise EncodeError(f"record {record_id!r} does not match the exchange schema: {exc}") from exc
-        return out.getvalue()
+            raise EncodeError(
+                f"record {record_id!r} does not match the exchange schema: {type(exc).__name__}: {exc}"
+            ) from exc
+        return bytes(out)
 
 
 class Deserializer:

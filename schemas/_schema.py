@@ -16,6 +16,8 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from ._encoder import Encoder, compile_encoder
+
 __all__ = [
     "CURRENT_VERSION",
     "SCHEMA_DIR",
@@ -53,7 +55,7 @@ def _strip_logical_types(node: Any) -> Any:
     return node
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WriterSchema:
     """One Avro schema with everything the codec needs, computed once."""
 
@@ -78,6 +80,11 @@ class WriterSchema:
     def from_file(cls, path: Path) -> WriterSchema:
         """Build from an ``.avsc`` file."""
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+    @functools.cached_property
+    def encoder(self) -> Encoder:
+        """The compiled binary encoder of this schema (see ``_encoder``); built on first use."""
+        return compile_encoder(_strip_logical_types(self.json), memo_fields=frozenset({"source"}))
 
     @property
     def text(self) -> str:
