@@ -76,7 +76,7 @@ class _Compiler:
 
     def register(self, schema: dict[str, Any], namespace: str) -> str:
         name = schema["name"]
-        ns = schema.get("namespace", namespace)
+        ns = str(schema.get("namespace", namespace))
         full = name if "." in name else f"{ns}.{name}" if ns else name
         self.named[full] = schema
         self.named[name] = schema
