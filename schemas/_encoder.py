@@ -161,11 +161,11 @@ class _Compiler:
             raise ValueError(f"cannot compile Avro type {kind!r}")
 
     def record_item(self, schema: dict[str, Any], expr: str, depth: int, namespace: str) -> None:
-        """An array item of record type: a dict, or a tuple of its fields in order (no copy needed
-        for the ``(name, value)`` header pairs ASGI servers hand over)."""
+        """An array item of record type: a dict, or a tuple or list of its fields in order (no copy
+        needed for the ``(name, value)`` header pairs ASGI servers hand over)."""
         ns = self.register(schema, namespace)
         names = [self.var("f") for _ in schema["fields"]]
-        self.emit(depth, f"if {expr}.__class__ is tuple:")
+        self.emit(depth, f"if {expr}.__class__ is not dict:")
         self.emit(depth + 1, f"{', '.join(names)}, = {expr}")
         self.emit(depth, "else:")
         for name, field in zip(names, schema["fields"], strict=True):

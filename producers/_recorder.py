@@ -1,0 +1,306 @@
+"""The recorder: a bounded hand-off from the request path to one background producer thread.
+
+``submit()`` is the only call on the request path: it counts, checks the byte bound and enqueues
+— it never blocks and never raises. The background thread builds each record (redaction,
+metadata), encodes it with the schema codec and produces it with confluent-kafka. Whatever goes
+wrong — a full queue, an encoding failure, a full producer buffer, a broker that never answers —
+drops that record and counts it by reason, so that at rest
+``recorded == delivered + sum(dropped.values())``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from typing import Any, Protocol
+
+from trafficreel.schemas import ConfluentRegistry, Serializer, Source
+
+from ._body import BodyPolicy
+from ._config import RecorderConfig
+from ._context import suppress_recording
+from ._exchange import PendingExchange
+from ._metadata import detect_source
+from ._redact import Redactor
+
+__all__ = ["Recorder", "RecorderStats"]
+
+log = logging.getLogger("trafficreel.producers")
+
+_STOP = object()
+_RECORDER_VERSION = "0.1.0"
+
+
+class _Producer(Protocol):
+    def produce(self, topic: str, value: Any = ..., key: Any = ..., *args: Any, **kwargs: Any) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int: ...
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class RecorderStats:
+    """Counters of one recorder; read them with ``Recorder.stats()``."""
+
+    recorded: int = 0
+    delivered: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    queue_bytes: int = 0
+    broker_errors: int = 0
+
+
+class Recorder:
+    """Hands captured exchanges to Kafka without ever blocking or failing the app."""
+
+    def __init__(
+        self,
+        config: RecorderConfig | None = None,
+        *,
+        producer: _Producer | None = None,
+        recorder_name: str = "asgi",
+    ) -> None:
+        self.config = config or RecorderConfig.from_env()
+        self.policy = BodyPolicy(self.config.body_types, self.config.body_limit)
+        self.redactor = (
+            Redactor(self.config.redact_headers, self.config.redact_query) if self.config.redact else None
+        )
+        self.source: Source = detect_source(
+            self.config.service_name,
+            self.config.service_version,
+            f"trafficreel/{_RECORDER_VERSION} {recorder_name}",
+        )
+        self.exclude = tuple(p.encode() for p in self.config.exclude_paths)
+        self._given_producer = producer
+        self._lock = threading.Lock()
+        self._reset()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
+        atexit.register(_close_at_exit, ref)
+
+    def _reset(self) -> None:
+        # Also runs in a forked child: the parent's thread and librdkafka handle do not exist there.
+        self._lock = threading.Lock()
+        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._stats = RecorderStats()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._pending_deliveries = 0
+
+    # -- request path -----------------------------------------------------------------------
+
+    def submit(self, exchange: PendingExchange) -> None:
+        """Queue one exchange for sending, or count it as dropped. Never blocks, never raises."""
+        try:
+            size = exchange.size_estimate()
+            stats = self._stats
+            with self._lock:
+                stats.recorded += 1
+                if self._closed:
+                    stats.dropped["closed"] += 1
+                    return
+                if stats.queue_bytes + size > self.config.queue_bytes:
+                    stats.dropped["queue_full"] += 1
+                    return
+                stats.queue_bytes += size
+                if self._thread is None:
+                    self._start()
+            self._queue.put((exchange, size))
+        except Exception:  # noqa: BLE001 - recording must never break the app
+            with contextlib.suppress(Exception):
+                self._stats.dropped["submit_error"] += 1
+
+    def excluded(self, path: bytes) -> bool:
+        return bool(self.exclude) and path.startswith(self.exclude)
+
+    # -- counters ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: recorded, delivered, dropped by reason, queue bytes, broker errors."""
+        with self._lock:
+            s = self._stats
+            return {
+                "recorded": s.recorded,
+                "delivered": s.delivered,
+                "dropped": dict(s.dropped),
+                "queue_bytes": s.queue_bytes,
+                "broker_errors": s.broker_errors,
+                "in_flight": s.recorded - s.delivered - sum(s.dropped.values()),
+            }
+
+    # -- background thread ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="trafficreel-recorder", daemon=True)
+        self._thread.start()
+
+    def _make_producer(self) -> _Producer:
+        if self._given_producer is not None:
+            return self._given_producer
+        from confluent_kafka import Producer
+
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.config.kafka_bootstrap,
+            "client.id": f"trafficreel-{self.config.service_name}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "zstd",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": max(1024, self.config.queue_bytes // 1024),
+            "message.timeout.ms": 120_000,
+            "error_cb": self._on_error,
+            "logger": log,
+            **self.config.kafka_config,
+        }
+        return Producer(conf)
+
+    def _on_error(self, err: Any) -> None:
+        with self._lock:
+            self._stats.broker_errors += 1
+            first = self._stats.broker_errors == 1
+        if first or self._stats.broker_errors % 1000 == 0:
+            log.warning("trafficreel: Kafka error (%s so far): %s", self._stats.broker_errors, err)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        with self._lock:
+            if err is None:
+                self._stats.delivered += 1
+            else:
+                self._stats.dropped[f"delivery:{err.name()}"] += 1
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self._stats.queue_bytes -= size
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self._stats.dropped[reason] += 1
+
+    def _run(self) -> None:
+        suppress_recording.set(True)  # this thread's own HTTP calls (schema registry) are not recorded
+        try:
+            producer = self._make_producer()
+            registry = (
+                ConfluentRegistry(self.config.schema_registry_url)
+                if self.config.schema_registry_url
+                else None
+            )
+            serializer = Serializer(registry=registry, default_topic=self.config.topic)
+        except Exception:
+            log.exception("trafficreel: cannot start the Kafka producer; records will be dropped")
+            self._drain_dropping("producer_unavailable")
+            return
+        topic = self.config.topic
+        fingerprint = serializer.schema.fingerprint.hex().encode()
+        base_headers = [
+            ("content-type", b"application/vnd.trafficreel.exchange+avro"),
+            ("trafficreel-schema", fingerprint),
+            ("trafficreel-service", self.config.service_name.encode()),
+        ]
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except Empty:
+                producer.poll(0)
+                continue
+            if item is _STOP:
+                break
+            exchange, size = item
+            try:
+                record = exchange.build(self)
+                value = serializer(record, _Topic(topic))
+            except Exception as exc:  # noqa: BLE001
+                self._release(size)
+                self._drop("encode_error")
+                log.debug("trafficreel: dropped a record that could not be encoded: %s", exc)
+                continue
+            self._release(size)
+            key = (record["trace"]["trace_id"] or record["id"]).encode()
+            headers = [*base_headers, ("trafficreel-direction", record["direction"].encode())]
+            self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers)
+            producer.poll(0)
+        self._flush(producer)
+
+    def _produce(
+        self,
+        producer: _Producer,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        ts: int,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        for attempt in range(2):
+            try:
+                producer.produce(
+                    topic, value=value, key=key, timestamp=ts, headers=headers, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                if attempt == 0:
+                    producer.poll(0.05)  # serve delivery reports to make room, once
+            except Exception:  # noqa: BLE001 - e.g. a message larger than the broker accepts
+                self._drop("produce_error")
+                return
+        self._drop("producer_full")
+
+    def _flush(self, producer: _Producer) -> None:
+        deadline = time.monotonic() + self.config.flush_timeout
+        while len(producer) and time.monotonic() < deadline:
+            producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        left = len(producer)
+        if left:
+            with self._lock:
+                self._stats.dropped["shutdown"] += left
+            log.warning(
+                "trafficreel: %d records not delivered within %.1fs at shutdown",
+                left,
+                self.config.flush_timeout,
+            )
+
+    def _drain_dropping(self, reason: str) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            self._release(item[1])
+            self._drop(reason)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued (within ``flush_timeout``), then stop; later records are dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join(timeout if timeout is not None else self.config.flush_timeout + 5)
+
+
+class _Topic:
+    __slots__ = ("topic",)
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+
+def _reset_after_fork(ref: weakref.ref[Recorder]) -> None:
+    recorder = ref()
+    if recorder is not None:
+        recorder._reset()
+
+
+def _close_at_exit(ref: weakref.ref[Recorder]) -> None:
+    recorder = ref()
+    if recorder is not None:
+        recorder.close()

@@ -1,0 +1,147 @@
+"""Redaction at source: credentials never leave the process.
+
+Header values of credential headers are replaced by ``REDACTED`` (cookie and set-cookie keep
+their names and attributes, only values go); query parameters with token-like names keep their
+name and lose their value. Every replacement is listed in the record, never the secret itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from trafficreel.schemas import Redaction
+
+__all__ = ["MARKER", "Redactor"]
+
+MARKER = b"REDACTED"
+
+_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+    "x-goog-iap-jwt-assertion",
+    "x-vault-token",
+    "private-token",
+    "x-hub-signature",
+    "x-hub-signature-256",
+)
+# Names that look like credentials whatever the header: x-foo-token, x-service-secret, x-api-key-2 …
+_HEADER_LIKE = re.compile(rb"(?:^|-)(?:token|secret|password|passwd|api-?key|auth|session|signature)(?:-|$)")
+_QUERY = (
+    "token",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "pwd",
+    "auth",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "code",
+    "session",
+    "sessionid",
+    "jwt",
+)
+
+Header = Sequence[bytes]  # (name, value) as the server gives it
+
+
+class Redactor:
+    """Redacts headers and query strings; rules compiled once."""
+
+    def __init__(self, extra_headers: Iterable[str] = (), extra_query: Iterable[str] = ()) -> None:
+        self._headers = frozenset(h.lower().encode() for h in (*_HEADERS, *extra_headers))
+        names = sorted({q.lower() for q in (*_QUERY, *extra_query)}, key=len, reverse=True)
+        # name=value pairs whose (case-insensitive, possibly percent-encoded-free) name is listed.
+        self._query = re.compile(
+            rb"(?i)(^|[&;])(" + b"|".join(re.escape(n.encode()) for n in names) + rb")=([^&;#]*)"
+        )
+
+    def sensitive(self, name: bytes) -> bool:
+        lowered = name.lower()
+        return lowered in self._headers or _HEADER_LIKE.search(lowered) is not None
+
+    def headers(self, headers: Sequence[Header], where: str, found: list[Redaction]) -> Sequence[Header]:
+        """Headers with credential values replaced; the same list when there is nothing to redact."""
+        out: list[Header] | None = None
+        for i, (name, value) in enumerate(headers):
+            if not self.sensitive(name):
+                continue
+            if out is None:
+                out = list(headers)
+            lowered = name.lower()
+            if lowered == b"cookie":
+                new = _cookie(value)
+            elif lowered == b"set-cookie":
+                new = _set_cookie(value)
+            else:
+                new = _keep_scheme(value)
+            out[i] = (name, new)
+            found.append(
+                {
+                    "location": f"{where}.header:{lowered.decode('latin-1')}",
+                    "rule": "header",
+                    "stage": "source",
+                }
+            )
+        return headers if out is None else out
+
+    def query(self, query: bytes, where: str, found: list[Redaction]) -> bytes:
+        """The raw query with listed parameters' values replaced, byte-exact elsewhere."""
+        if not query or b"=" not in query:
+            return query
+
+        def replace(match: re.Match[bytes]) -> bytes:
+            if not match.group(3):
+                return match.group(0)
+            found.append(
+                {
+                    "location": f"{where}.query:{match.group(2).decode('latin-1').lower()}",
+                    "rule": "query",
+                    "stage": "source",
+                }
+            )
+            return match.group(1) + match.group(2) + b"=" + MARKER
+
+        return self._query.sub(replace, query)
+
+
+def _keep_scheme(value: bytes) -> bytes:
+    # "Bearer abc" → "Bearer REDACTED": the scheme tells replay which credential to re-inject.
+    scheme, sep, rest = value.partition(b" ")
+    if sep and rest and scheme.isalpha() and len(scheme) <= 20:
+        return scheme + b" " + MARKER
+    return MARKER
+
+
+def _cookie(value: bytes) -> bytes:
+    parts = []
+    for pair in value.split(b";"):
+        name, sep, _ = pair.partition(b"=")
+        parts.append(name + b"=" + MARKER if sep else pair)
+    return b";".join(parts)
+
+
+def _set_cookie(value: bytes) -> bytes:
+    first, sep, attributes = value.partition(b";")
+    name, eq, _ = first.partition(b"=")
+    return (name + b"=" + MARKER if eq else MARKER) + sep + attributes

@@ -1,0 +1,256 @@
+"""WSGI middleware: records each HTTP exchange at the handler entry, changing nothing the app sees.
+
+    app = TrafficRecorderWSGI(app)             # Flask: app.wsgi_app = TrafficRecorderWSGI(app.wsgi_app)
+
+``wsgi.input`` is replaced by a tee with the same ``read``/``readline``/``readlines``/iteration
+semantics that copies what the app reads; the response iterable is wrapped so chunks are copied
+as the server pulls them, and the original ``close()`` is always called. A ``wsgi.file_wrapper``
+response is returned as is, so the server's sendfile fast path stays; its body is then counted
+from Content-Length and not kept.
+
+WSGI hands headers over as a dict (``HTTP_*`` keys), so their original order, case and duplicates
+are not available here; the record rebuilds them in a stable order. ASGI keeps them exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from ._body import BodyCapture
+from ._config import RecorderConfig
+from ._context import suppress_recording
+from ._exchange import PendingExchange
+from ._recorder import Recorder
+
+__all__ = ["TrafficRecorderWSGI"]
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_CGI_HEADERS = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
+
+
+def environ_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
+    """Request headers rebuilt from a WSGI environ (names lowercased, values as the server decoded them)."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower().encode("latin-1")
+        elif key in _CGI_HEADERS and value:
+            name = _CGI_HEADERS[key]
+        else:
+            continue
+        headers.append((name, value.encode("latin-1") if isinstance(value, str) else bytes(value)))
+    return headers
+
+
+class _TeeInput:
+    """``wsgi.input`` that copies every byte the app reads into a body capture."""
+
+    __slots__ = ("_capture", "_inner")
+
+    def __init__(self, inner: Any, capture: BodyCapture) -> None:
+        self._inner = inner
+        self._capture = capture
+
+    def read(self, *args: Any) -> bytes:
+        data: bytes = self._inner.read(*args)
+        self._capture.feed(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data: bytes = self._inner.readline(*args)
+        self._capture.feed(data)
+        return data
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        lines: list[bytes] = self._inner.readlines(*args)
+        for line in lines:
+            self._capture.feed(line)
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._inner:
+            self._capture.feed(line)
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)  # e.g. close(), or server-specific extras
+
+
+class _Exchange:
+    """Per-request state: start_response wrapper, response iterable wrapper, finish exactly once."""
+
+    __slots__ = ("completed", "exchange", "finished", "recorder", "start_response_inner")
+
+    def __init__(self, recorder: Recorder, exchange: PendingExchange, start_response: StartResponse) -> None:
+        self.recorder = recorder
+        self.exchange = exchange
+        self.start_response_inner = start_response
+        self.finished = False
+        self.completed = False
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        write = self.start_response_inner(status, headers, *((exc_info,) if exc_info else ()))
+        ex = self.exchange
+        try:
+            ex.status = int(status[:3])
+        except ValueError:
+            ex.status = None
+        ex.resp_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        ex.response_started = True
+        content_type = next((v for n, v in ex.resp_headers if n == b"content-type"), None)
+        length = next((v for n, v in ex.resp_headers if n == b"content-length"), None)
+        ex.resp_body = BodyCapture(
+            self.recorder.policy.keeps(content_type),
+            self.recorder.policy.limit,
+            int(length) if length and length.isdigit() else None,
+        )
+        capture = ex.resp_body
+
+        def tee_write(data: bytes) -> object:
+            capture.feed(data)
+            return write(data)
+
+        return tee_write
+
+    def finish(self, outcome: str | None = None, exc: BaseException | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        ex = self.exchange
+        ex.end_mono = time.monotonic_ns()
+        if exc is not None:
+            ex.outcome = "RAISED"
+            ex.exception = exc
+        elif outcome == "DISCONNECTED":
+            ex.outcome = "DISCONNECTED"
+        if not self.completed and ex.resp_body is not None and outcome != "FILE":
+            ex.resp_body.aborted = True
+        self.recorder.submit(ex)
+
+
+class _Body:
+    """The app's response iterable, copied chunk by chunk; ``close()`` always reaches the original."""
+
+    __slots__ = ("_iterable", "_state")
+
+    def __init__(self, iterable: Iterable[bytes], state: _Exchange) -> None:
+        self._iterable = iterable
+        self._state = state
+
+    def __iter__(self) -> Iterator[bytes]:
+        state = self._state
+        try:
+            for chunk in self._iterable:
+                capture = state.exchange.resp_body
+                if capture is not None:
+                    capture.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            state.finish(exc=exc)
+            raise
+        state.completed = True
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            self._state.finish(exc=exc)
+            raise
+        finally:
+            # Closed before the iterable was exhausted: the server stopped, the client went away.
+            self._state.finish(None if self._state.completed else "DISCONNECTED")
+
+
+class TrafficRecorderWSGI:
+    """WSGI middleware recording every HTTP exchange to Kafka through a ``Recorder``."""
+
+    def __init__(
+        self, app: WSGIApp, *, recorder: Recorder | None = None, config: RecorderConfig | None = None
+    ) -> None:
+        self.app = app
+        self.recorder = recorder or Recorder(config, recorder_name="wsgi")
+        self._enabled = self.recorder.config.enabled
+        self._policy = self.recorder.policy
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._enabled or suppress_recording.get():
+            return self.app(environ, start_response)
+        start_ns, start_mono = time.time_ns(), time.monotonic_ns()
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw_uri:
+            path, _, query = raw_uri.encode("latin-1").partition(b"?")
+        else:
+            path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+            query = environ.get("QUERY_STRING", "").encode("latin-1")
+        if self.recorder.exclude and self.recorder.excluded(path):
+            return self.app(environ, start_response)
+        headers = environ_headers(environ)
+        content_type = environ.get("CONTENT_TYPE")
+        length = environ.get("CONTENT_LENGTH")
+        req_body = BodyCapture(
+            self._policy.keeps(content_type.encode("latin-1") if content_type else None),
+            self._policy.limit,
+            int(length) if length and length.isdigit() else None,
+        )
+        client_port = environ.get("REMOTE_PORT")
+        server_port = environ.get("SERVER_PORT")
+        exchange = PendingExchange(
+            direction="INBOUND",
+            start_ns=start_ns,
+            start_mono=start_mono,
+            method=environ.get("REQUEST_METHOD", "GET"),
+            scheme=environ.get("wsgi.url_scheme", "http"),
+            path=path,
+            query=query,
+            http_version=environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
+            req_headers=headers,
+            req_body=req_body,
+            client=(environ.get("REMOTE_ADDR", ""), int(client_port)) if client_port else None,
+            server=(environ.get("SERVER_NAME", ""), int(server_port)) if server_port else None,
+        )
+        if "wsgi.input" in environ:
+            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], req_body)
+        state = _Exchange(self.recorder, exchange, start_response)
+        try:
+            result = self.app(environ, state.start_response)
+        except BaseException as exc:
+            state.finish(exc=exc)
+            raise
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
+            return self._file_response(result, state)
+        return _Body(result, state)
+
+    def _file_response(self, result: Any, state: _Exchange) -> Any:
+        # Keep the server's sendfile path: hand back the very object, and finish when it closes.
+        original_close = getattr(result, "close", None)
+
+        def close() -> None:
+            try:
+                if original_close is not None:
+                    original_close()
+            finally:
+                capture = state.exchange.resp_body
+                if capture is not None and capture.declared is not None:
+                    capture.size = capture.declared
+                state.finish("FILE")
+
+        try:
+            result.close = close
+        except AttributeError:  # a slotted wrapper: record now, without the transfer time
+            state.finish("FILE")
+        files: Iterable[bytes] = result
+        return files
