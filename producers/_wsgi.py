@@ -231,7 +231,8 @@ class TrafficRecorderWSGI:
             raise
         file_wrapper = environ.get("wsgi.file_wrapper")
         if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
-            return self._file_response(result, state)
+            files: Iterable[bytes] = self._file_response(result, state)
+            return files
         return _Body(result, state)
 
     def _file_response(self, result: Any, state: _Exchange) -> Any:
@@ -252,5 +253,4 @@ class TrafficRecorderWSGI:
             result.close = close
         except AttributeError:  # a slotted wrapper: record now, without the transfer time
             state.finish("FILE")
-        files: Iterable[bytes] = result
-        return files
+        return result
