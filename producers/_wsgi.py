@@ -68,6 +68,18 @@ class _TeeInput:
         self._capture.feed(data)
         return data
 
+    def readinto(self, buffer: Any) -> int | None:
+        # Werkzeug (Flask) reads through readinto when the server's stream has it.
+        count: int | None = self._inner.readinto(buffer)
+        if count:
+            self._capture.feed(bytes(memoryview(buffer)[:count]))
+        return count
+
+    def read1(self, *args: Any) -> bytes:
+        data: bytes = self._inner.read1(*args)
+        self._capture.feed(data)
+        return data
+
     def readlines(self, *args: Any) -> list[bytes]:
         lines: list[bytes] = self._inner.readlines(*args)
         for line in lines:

@@ -68,8 +68,9 @@ class UvicornServer:
         import uvicorn
 
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> UvicornServer:
@@ -98,8 +99,11 @@ def starlette_app() -> Any:
 
     async def echo(request: Request) -> Response:
         body = await request.body()
-        return Response(body, media_type=request.headers.get("content-type", "application/octet-stream"),
-                        headers={"x-query-length": str(len(request.url.query)), "set-cookie": "sid=abc; Path=/"})
+        return Response(
+            body,
+            media_type=request.headers.get("content-type", "application/octet-stream"),
+            headers={"x-query-length": str(len(request.url.query)), "set-cookie": "sid=abc; Path=/"},
+        )
 
     async def upload(request: Request) -> Response:
         size = 0
@@ -112,6 +116,7 @@ def starlette_app() -> Any:
             for i in range(3):
                 yield f"data: {i}\n\n".encode()
                 await asyncio.sleep(0.2)
+
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def download(request: Request) -> Response:
@@ -133,15 +138,23 @@ def starlette_app() -> Any:
         async def events() -> Any:
             yield b"first "
             raise ValueError("stream failed")
+
         return StreamingResponse(events(), media_type="text/plain")
 
     async def headers(request: Request) -> Response:
         return PlainTextResponse("\n".join(f"{k}={v}" for k, v in request.headers.raw))
 
-    return Starlette(routes=[
-        Route("/echo/{rest:path}", echo, methods=["POST", "PUT", "GET", "HEAD"]),
-        Route("/upload", upload, methods=["POST"]),
-        Route("/sse", sse), Route("/download", download), Route("/gzip", gz), Route("/empty", empty),
-        Route("/cached", cached), Route("/boom", boom), Route("/boom-midway", boom_midway),
-        Route("/headers", headers),
-    ])
+    return Starlette(
+        routes=[
+            Route("/echo/{rest:path}", echo, methods=["POST", "PUT", "GET", "HEAD"]),
+            Route("/upload", upload, methods=["POST"]),
+            Route("/sse", sse),
+            Route("/download", download),
+            Route("/gzip", gz),
+            Route("/empty", empty),
+            Route("/cached", cached),
+            Route("/boom", boom),
+            Route("/boom-midway", boom_midway),
+            Route("/headers", headers),
+        ]
+    )

@@ -9,19 +9,27 @@ from typing import Any
 
 import pytest
 
-from tests.producers.support import BIG, GZIPPED, CapturingRecorder, raw_request, serving, starlette_app, without_date
+from tests.producers.support import (
+    BIG,
+    GZIPPED,
+    CapturingRecorder,
+    raw_request,
+    serving,
+    starlette_app,
+    without_date,
+)
 from trafficreel.producers import MARKER, TrafficRecorder
 
 REQUESTS: dict[str, bytes] = {
     "json-post": b"POST /echo/a%2Fb/c?x=%20y&x=2&token=t0p HTTP/1.1\r\nHost: orders.example:8080\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 13\r\nX-Dup: 1\r\nX-Dup: 2\r\n"
-                 b"Authorization: Bearer s3cret\r\nConnection: close\r\n\r\n{\"a\": [1, 2]}",
+    b"Content-Type: application/json\r\nContent-Length: 13\r\nX-Dup: 1\r\nX-Dup: 2\r\n"
+    b'Authorization: Bearer s3cret\r\nConnection: close\r\n\r\n{"a": [1, 2]}',
     "chunked-upload": b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     "get-latin1-header": b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n",
     "head": b"HEAD /echo/h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     "no-content": b"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    "not-modified": b"GET /cached HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\nConnection: close\r\n\r\n",
+    "not-modified": b'GET /cached HTTP/1.1\r\nHost: x\r\nIf-None-Match: "v1"\r\nConnection: close\r\n\r\n',
     "sse": b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
     "download": b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     "gzip": b"GET /gzip HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
@@ -29,14 +37,17 @@ REQUESTS: dict[str, bytes] = {
     "raises-midway": b"GET /boom-midway HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     "not-found": b"DELETE /nowhere?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     "expect-continue": b"POST /echo/e HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n"
-                       b"Expect: 100-continue\r\nConnection: close\r\n\r\nping",
+    b"Expect: 100-continue\r\nConnection: close\r\n\r\nping",
 }
 
 
 @pytest.fixture(scope="module")
 def servers() -> Any:
     recorder = CapturingRecorder()
-    with serving(starlette_app()) as bare, serving(TrafficRecorder(starlette_app(), recorder=recorder)) as recorded:
+    with (
+        serving(starlette_app()) as bare,
+        serving(TrafficRecorder(starlette_app(), recorder=recorder)) as recorded,
+    ):
         yield bare, recorded, recorder
 
 
@@ -62,11 +73,22 @@ def test_request_is_recorded_as_sent(servers: Any) -> None:
     assert (req["method"], req["host"], req["path"]) == ("POST", "orders.example:8080", b"/echo/a%2Fb/c")
     assert req["query"] == b"x=%20y&x=2&token=" + MARKER
     names = [h["name"] for h in req["headers"]]
-    assert names == [b"host", b"content-type", b"content-length", b"x-dup", b"x-dup", b"authorization", b"connection"]
+    assert names == [
+        b"host",
+        b"content-type",
+        b"content-length",
+        b"x-dup",
+        b"x-dup",
+        b"authorization",
+        b"connection",
+    ]
     assert [h["value"] for h in req["headers"] if h["name"] == b"x-dup"] == [b"1", b"2"]
     assert {"name": b"authorization", "value": b"Bearer " + MARKER} in req["headers"]
     assert (req["body"]["state"], req["body"]["data"], req["body"]["declared_length"]) == (
-        "COMPLETE", b'{"a": [1, 2]}', 13)
+        "COMPLETE",
+        b'{"a": [1, 2]}',
+        13,
+    )
     resp = record["response"]
     assert resp["status"] == 200
     assert resp["body"]["data"] == b'{"a": [1, 2]}'
@@ -74,7 +96,10 @@ def test_request_is_recorded_as_sent(servers: Any) -> None:
     assert record["outcome"]["kind"] == "COMPLETED"
     assert record["peer"]["remote_address"] == "127.0.0.1"
     assert {r["location"] for r in record["redactions"]} == {
-        "request.header:authorization", "request.query:token", "response.header:set-cookie"}
+        "request.header:authorization",
+        "request.query:token",
+        "response.header:set-cookie",
+    }
     assert record["direction"] == "INBOUND"
     assert abs(record["start_time"] / 1e6 - time.time()) < 30
     assert b"s3cret" not in repr(record).encode() and b"t0p" not in repr(record).encode()
@@ -109,7 +134,10 @@ def test_exceptions_are_recorded_and_still_raised(servers: Any) -> None:
     assert before["outcome"]["exception_message"] == "handler failed"
     assert before["response"]["status"] == 500  # Starlette's error middleware answered, then re-raised
     midway = _record_for(servers, REQUESTS["raises-midway"])
-    assert (midway["outcome"]["kind"], midway["outcome"]["exception_type"]) == ("RAISED", "builtins.ValueError")
+    assert (midway["outcome"]["kind"], midway["outcome"]["exception_type"]) == (
+        "RAISED",
+        "builtins.ValueError",
+    )
     assert (midway["response"]["status"], midway["response"]["body"]["state"]) == (200, "ABORTED")
     assert midway["response"]["body"]["data"] == b"first "
 
@@ -173,10 +201,18 @@ def test_trailers_are_recorded() -> None:
     import asyncio
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")],
-                    "trailers": True})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+                "trailers": True,
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok", "more_body": False})
-        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")], "more_trailers": False})
+        await send(
+            {"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")], "more_trailers": False}
+        )
 
     recorder = CapturingRecorder()
     sent: list[Any] = []
@@ -187,10 +223,21 @@ def test_trailers_are_recorded() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/t", "raw_path": b"/t", "query_string": b"",
-             "headers": [(b"host", b"x")], "http_version": "2"}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/t",
+        "raw_path": b"/t",
+        "query_string": b"",
+        "headers": [(b"host", b"x")],
+        "http_version": "2",
+    }
     asyncio.run(TrafficRecorder(app, recorder=recorder)(scope, receive, send))
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body", "http.response.trailers"]
+    assert [m["type"] for m in sent] == [
+        "http.response.start",
+        "http.response.body",
+        "http.response.trailers",
+    ]
     (record,) = recorder.records
     assert record["response"]["trailers"] == [{"name": b"x-checksum", "value": b"abc"}]
     assert (record["request"]["http_version"], record["response"]["body"]["state"]) == ("2", "COMPLETE")

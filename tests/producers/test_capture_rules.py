@@ -17,12 +17,22 @@ POLICY = BodyPolicy(RecorderConfig().body_types, 16)
 @pytest.mark.parametrize(
     ("content_type", "kept"),
     [
-        (b"application/json", True), (b"application/json; charset=utf-8", True),
-        (b"application/vnd.api+json", True), (b"application/problem+json", True), (b"text/html", True),
-        (b"text/event-stream", True), (b"application/x-www-form-urlencoded", True), (b"application/soap+xml", True),
-        (b"application/graphql", True), (b"APPLICATION/JSON", True),
-        (b"application/octet-stream", False), (b"image/png", False), (b"multipart/form-data; boundary=x", False),
-        (b"application/jsonx", False), (None, False), (b"", False),
+        (b"application/json", True),
+        (b"application/json; charset=utf-8", True),
+        (b"application/vnd.api+json", True),
+        (b"application/problem+json", True),
+        (b"text/html", True),
+        (b"text/event-stream", True),
+        (b"application/x-www-form-urlencoded", True),
+        (b"application/soap+xml", True),
+        (b"application/graphql", True),
+        (b"APPLICATION/JSON", True),
+        (b"application/octet-stream", False),
+        (b"image/png", False),
+        (b"multipart/form-data; boundary=x", False),
+        (b"application/jsonx", False),
+        (None, False),
+        (b"", False),
     ],
 )
 def test_text_like_types_are_kept(content_type: bytes | None, kept: bool) -> None:
@@ -55,7 +65,12 @@ def test_body_states_say_exactly_what_happened() -> None:
     aborted.aborted = True
     result = aborted.result("application/json", None)
     assert (result["state"], result["data"], result["size"], result["sha256"], result["declared_length"]) == (
-        "ABORTED", b"partial", 7, None, 100)
+        "ABORTED",
+        b"partial",
+        7,
+        None,
+        100,
+    )
 
     head = BodyCapture(True, 16, declared=1234).result("application/json", None)
     assert (head["state"], head["data"], head["size"], head["declared_length"]) == ("NONE", None, 0, 1234)
@@ -69,16 +84,26 @@ def _redact_headers(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[byte
 def test_credential_headers_are_redacted_and_listed() -> None:
     """Authorization keeps its scheme, cookies keep names and attributes, API keys vanish; each is listed."""
     headers = [
-        (b"Host", b"svc"), (b"Authorization", b"Bearer eyJ.secret.sig"), (b"cookie", b"a=1; session=s3cr3t"),
-        (b"x-api-key", b"k-123"), (b"X-Upstream-Token", b"t-456"), (b"accept", b"*/*"),
+        (b"Host", b"svc"),
+        (b"Authorization", b"Bearer eyJ.secret.sig"),
+        (b"cookie", b"a=1; session=s3cr3t"),
+        (b"x-api-key", b"k-123"),
+        (b"X-Upstream-Token", b"t-456"),
+        (b"accept", b"*/*"),
     ]
     redacted, found = _redact_headers(headers)
     assert redacted == [
-        (b"Host", b"svc"), (b"Authorization", b"Bearer " + MARKER), (b"cookie", b"a=" + MARKER + b"; session=" + MARKER),
-        (b"x-api-key", MARKER), (b"X-Upstream-Token", MARKER), (b"accept", b"*/*"),
+        (b"Host", b"svc"),
+        (b"Authorization", b"Bearer " + MARKER),
+        (b"cookie", b"a=" + MARKER + b"; session=" + MARKER),
+        (b"x-api-key", MARKER),
+        (b"X-Upstream-Token", MARKER),
+        (b"accept", b"*/*"),
     ]
     assert [r["location"] for r in found] == [
-        "request.header:authorization", "request.header:cookie", "request.header:x-api-key",
+        "request.header:authorization",
+        "request.header:cookie",
+        "request.header:x-api-key",
         "request.header:x-upstream-token",
     ]
     assert not any(b"s3cr3t" in v or b"secret" in v or b"k-123" in v for _, v in redacted)
@@ -104,15 +129,21 @@ def test_query_tokens_are_redacted_byte_exact_elsewhere() -> None:
     out = Redactor(extra_query=["b"]).query(query, "request", found)
     assert out == b"a=%20x&access_token=REDACTED&TOKEN=REDACTED&keep=token&api_key=&b=REDACTED;sig=REDACTED"
     assert [r["location"] for r in found] == [
-        "request.query:access_token", "request.query:token", "request.query:b", "request.query:sig",
+        "request.query:access_token",
+        "request.query:token",
+        "request.query:b",
+        "request.query:sig",
     ]
 
 
 def test_settings_from_environment() -> None:
     """Every recorder setting reads from TRAFFICREEL_<NAME>; bad values name the variable."""
     env = {
-        "TRAFFICREEL_SERVICE_NAME": "orders", "TRAFFICREEL_BODY_LIMIT": "1024", "TRAFFICREEL_ENABLED": "false",
-        "TRAFFICREEL_EXCLUDE_PATHS": "/metrics, /healthz", "TRAFFICREEL_TAGS": '{"team": "checkout"}',
+        "TRAFFICREEL_SERVICE_NAME": "orders",
+        "TRAFFICREEL_BODY_LIMIT": "1024",
+        "TRAFFICREEL_ENABLED": "false",
+        "TRAFFICREEL_EXCLUDE_PATHS": "/metrics, /healthz",
+        "TRAFFICREEL_TAGS": '{"team": "checkout"}',
         "TRAFFICREEL_KAFKA_CONFIG": '{"security.protocol": "SSL"}',
     }
     config = RecorderConfig.from_env(env)
@@ -124,17 +155,26 @@ def test_settings_from_environment() -> None:
         RecorderConfig.from_env({"TRAFFICREEL_BODY_LIMIT": "lots"})
     with pytest.raises(TypeError):
         RecorderConfig(no_such_setting=1)  # type: ignore[call-arg]
-    assert {row[0] for row in RecorderConfig.describe()} >= {"TRAFFICREEL_SERVICE_NAME", "TRAFFICREEL_QUEUE_BYTES"}
+    assert {row[0] for row in RecorderConfig.describe()} >= {
+        "TRAFFICREEL_SERVICE_NAME",
+        "TRAFFICREEL_QUEUE_BYTES",
+    }
 
 
 @pytest.mark.parametrize(
     ("file", "line"),
     [
-        ("cgroup", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/"
-                   "cri-containerd-{id}.scope"),
+        (
+            "cgroup",
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/"
+            "cri-containerd-{id}.scope",
+        ),
         ("cgroup", "12:memory:/kubepods/besteffort/pod1234/{id}"),
         ("cgroup", "0::/system.slice/docker-{id}.scope"),
-        ("mountinfo", "1 2 0:1 /var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/{id}/hostname /etc/hostname rw"),
+        (
+            "mountinfo",
+            "1 2 0:1 /var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/{id}/hostname /etc/hostname rw",
+        ),
     ],
 )
 def test_container_id_from_cgroup_or_mountinfo(tmp_path: Path, file: str, line: str) -> None:
@@ -148,9 +188,22 @@ def test_source_from_downward_api_and_service_account(tmp_path: Path) -> None:
     """Pod, node and API host come from the Downward API env; namespace falls back to the SA file."""
     ns_file = tmp_path / "namespace"
     ns_file.write_text("shop\n")
-    env = {"POD_NAME": "orders-1", "NODE_NAME": "node-a", "KUBERNETES_SERVICE_HOST": "10.96.0.1",
-           "KUBERNETES_SERVICE_PORT": "443"}
-    source = detect_source("orders", "1.2", "trafficreel/x asgi", environ=env, proc=tmp_path, sa_namespace=ns_file)
-    assert source == {"service": "orders", "service_version": "1.2", "pod": "orders-1", "namespace": "shop",
-                      "node": "node-a", "container_id": None, "k8s_api_host": "10.96.0.1:443",
-                      "recorder": "trafficreel/x asgi"}
+    env = {
+        "POD_NAME": "orders-1",
+        "NODE_NAME": "node-a",
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+    }
+    source = detect_source(
+        "orders", "1.2", "trafficreel/x asgi", environ=env, proc=tmp_path, sa_namespace=ns_file
+    )
+    assert source == {
+        "service": "orders",
+        "service_version": "1.2",
+        "pod": "orders-1",
+        "namespace": "shop",
+        "node": "node-a",
+        "container_id": None,
+        "k8s_api_host": "10.96.0.1:443",
+        "recorder": "trafficreel/x asgi",
+    }

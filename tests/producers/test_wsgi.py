@@ -1,0 +1,201 @@
+"""WSGI middleware: unchanged responses, exact wsgi.input semantics, close() always called, records exact."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+
+from tests.producers.support import CapturingRecorder, raw_request, without_date
+from tests.producers.wsgi_app import BIG, make_app
+from trafficreel.producers import MARKER, TrafficRecorderWSGI
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _serve(app: Any) -> tuple[Any, int]:
+    server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_port
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[int, int, CapturingRecorder]]:
+    recorder = CapturingRecorder()
+    flask = make_app()
+    flask.wsgi_app = TrafficRecorderWSGI(flask.wsgi_app, recorder=recorder)  # type: ignore[method-assign]
+    bare_server, bare = _serve(make_app())
+    recorded_server, recorded = _serve(flask)
+    yield bare, recorded, recorder
+    for server in (bare_server, recorded_server):
+        server.shutdown()
+        server.server_close()
+
+
+REQUESTS = {
+    "post-json": b"POST /echo?x=%20y&api_key=k1 HTTP/1.0\r\nHost: orders:80\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 8\r\nAuthorization: Basic dTpw\r\n\r\n{"a": 1}',
+    "readlines": b"POST /lines HTTP/1.0\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nab\ncd\nef\ngh\n",
+    "stream": b"GET /stream HTTP/1.0\r\nHost: x\r\n\r\n",
+    "download": b"GET /download HTTP/1.0\r\nHost: x\r\n\r\n",
+    "file": b"GET /file HTTP/1.0\r\nHost: x\r\n\r\n",
+    "raises": b"GET /boom HTTP/1.0\r\nHost: x\r\n\r\n",
+    "no-content": b"GET /empty HTTP/1.0\r\nHost: x\r\n\r\n",
+    "head": b"HEAD /echo HTTP/1.0\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(REQUESTS))
+def test_responses_are_byte_identical(servers: Any, shape: str) -> None:
+    """Every request shape gets the same response bytes (Date aside) with and without the middleware."""
+    bare, recorded, _ = servers
+    assert without_date(raw_request(recorded, REQUESTS[shape])) == without_date(
+        raw_request(bare, REQUESTS[shape])
+    )
+
+
+def _record_for(servers: Any, shape: str) -> dict[str, Any]:
+    _, port, recorder = servers
+    before = len(recorder.records)
+    raw_request(port, REQUESTS[shape])
+    return dict(recorder.wait(before + 1)[before])
+
+
+def test_request_and_response_are_recorded(servers: Any) -> None:
+    """Method, Host, raw query (redacted), headers, kept bodies and status are in the record."""
+    record = _record_for(servers, "post-json")
+    req, resp = record["request"], record["response"]
+    assert (req["method"], req["host"], req["path"], req["http_version"]) == (
+        "POST",
+        "orders:80",
+        b"/echo",
+        "1.0",
+    )
+    assert req["query"] == b"x=%20y&api_key=" + MARKER
+    assert {"name": b"authorization", "value": b"Basic " + MARKER} in req["headers"]
+    assert (req["body"]["state"], req["body"]["data"]) == ("COMPLETE", b'{"a": 1}')
+    assert (resp["status"], resp["body"]["data"]) == (200, b'{"a": 1}')
+    assert {"name": b"set-cookie", "value": b"sid=" + MARKER + b"; Path=/"} in resp["headers"]
+    assert record["outcome"]["kind"] == "COMPLETED"
+
+
+def test_bodies_and_outcomes(servers: Any) -> None:
+    """readline/readlines are teed; binary and file responses keep size only; a handled error is a 500."""
+    lines = _record_for(servers, "readlines")
+    assert lines["request"]["body"]["data"] == b"ab\ncd\nef\ngh\n"
+    assert lines["response"]["body"]["data"] == b"3 3"
+    download = _record_for(servers, "download")["response"]["body"]
+    assert (download["state"], download["size"]) == ("NOT_KEPT", len(BIG))
+    file = _record_for(servers, "file")["response"]["body"]
+    assert (file["state"], file["size"]) == ("NOT_KEPT", len(BIG))
+    stream = _record_for(servers, "stream")
+    assert stream["response"]["body"]["data"] == b"line 0\nline 1\nline 2\n"
+    assert stream["duration_us"] >= 200_000
+    handled = _record_for(servers, "raises")  # Flask turns the exception into a 500 itself
+    assert (handled["outcome"]["kind"], handled["response"]["status"]) == ("COMPLETED", 500)
+    assert _record_for(servers, "no-content")["response"]["status"] == 204
+
+
+class _Input(io.BytesIO):
+    pass
+
+
+def _environ(body: bytes) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/p",
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "CONTENT_TYPE": "text/plain",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "h",
+        "wsgi.input": _Input(body),
+    }
+
+
+def test_wsgi_input_semantics_are_exact() -> None:
+    """read(n), readline(), readline(n), iteration and read() return exactly what the server's input does."""
+    body = b"first line\nsecond\nthird line is longer\nlast"
+    seen: list[Any] = []
+
+    def app(environ: Any, start_response: Any) -> Any:
+        stream = environ["wsgi.input"]
+        seen.extend(
+            [
+                stream.read(3),
+                stream.readline(),
+                stream.readline(4),
+                stream.readline(),
+                list(stream),
+                stream.read(),
+            ]
+        )
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    expected_stream = io.BytesIO(body)
+    expected = [
+        expected_stream.read(3),
+        expected_stream.readline(),
+        expected_stream.readline(4),
+        expected_stream.readline(),
+        list(expected_stream),
+        expected_stream.read(),
+    ]
+    recorder = CapturingRecorder()
+    result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(body), lambda s, h, e=None: None)
+    assert list(result) == [b"ok"]
+    result.close()  # type: ignore[attr-defined]
+    assert seen == expected
+    assert recorder.records[0]["request"]["body"]["data"] == body
+
+
+def test_close_is_always_called_and_early_close_is_a_disconnect() -> None:
+    """The app iterable's close() runs even when the server stops early; that exchange is DISCONNECTED."""
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"a"
+            yield b"b"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    recorder = CapturingRecorder()
+    result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), lambda s, h, e=None: None)
+    iterator = iter(result)
+    assert next(iterator) == b"a"
+    result.close()  # type: ignore[attr-defined]
+    assert closed == [True]
+    (record,) = recorder.records
+    assert (record["outcome"]["kind"], record["response"]["body"]["state"]) == ("DISCONNECTED", "ABORTED")
+
+
+def test_exception_before_start_response_propagates() -> None:
+    """An app that raises before start_response is recorded as RAISED and the exception reaches the server."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        raise KeyError("missing")
+
+    recorder = CapturingRecorder()
+    with pytest.raises(KeyError, match="missing"):
+        TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), lambda s, h, e=None: None)
+    (record,) = recorder.records
+    assert (
+        record["outcome"]["kind"],
+        record["outcome"]["response_started"],
+        record["response"]["status"],
+    ) == ("RAISED", False, None)
