@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, Protocol
 
+# Imported here, not in the producer thread: a first import racing the app's own imports can
+# see a half-initialised module.
+from confluent_kafka import Producer
+
 from trafficreel.schemas import ConfluentRegistry, Serializer, Source
 
 from ._body import BodyPolicy
@@ -36,6 +40,25 @@ __all__ = ["Recorder", "RecorderStats"]
 log = logging.getLogger("trafficreel.producers")
 
 _STOP = object()
+
+
+class _OncePerMinute(logging.Filter):
+    """librdkafka logs every failed connection attempt; an app with a dead broker needs one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + 60
+        return True
+
+
+_LIBRDKAFKA_LOG = logging.getLogger("trafficreel.producers.librdkafka")
+_LIBRDKAFKA_LOG.addFilter(_OncePerMinute())
 _RECORDER_VERSION = "0.1.0"
 
 
@@ -144,8 +167,6 @@ class Recorder:
     def _make_producer(self) -> _Producer:
         if self._given_producer is not None:
             return self._given_producer
-        from confluent_kafka import Producer
-
         conf: dict[str, Any] = {
             "bootstrap.servers": self.config.kafka_bootstrap,
             "client.id": f"trafficreel-{self.config.service_name}",
@@ -154,10 +175,11 @@ class Recorder:
             "compression.type": "zstd",
             "linger.ms": 20,
             "batch.size": 1_000_000,
+            # Our own byte bound covers messages until the broker answers; this is a backstop.
             "queue.buffering.max.kbytes": max(1024, self.config.queue_bytes // 1024),
             "message.timeout.ms": 120_000,
             "error_cb": self._on_error,
-            "logger": log,
+            "logger": _LIBRDKAFKA_LOG,
             **self.config.kafka_config,
         }
         return Producer(conf)
@@ -170,7 +192,9 @@ class Recorder:
             log.warning("trafficreel: Kafka error (%s so far): %s", self._stats.broker_errors, err)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
+        size = len(msg.value() or b"")
         with self._lock:
+            self._stats.queue_bytes -= size  # held until the broker answered, so the bound covers it
             if err is None:
                 self._stats.delivered += 1
             else:
@@ -222,10 +246,11 @@ class Recorder:
                 self._drop("encode_error")
                 log.debug("trafficreel: dropped a record that could not be encoded: %s", exc)
                 continue
-            self._release(size)
+            self._release(size - len(value))  # from here the encoded bytes count, until delivery
             key = (record["trace"]["trace_id"] or record["id"]).encode()
             headers = [*base_headers, ("trafficreel-direction", record["direction"].encode())]
-            self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers)
+            if not self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
+                self._release(len(value))
             producer.poll(0)
         self._flush(producer)
 
@@ -237,20 +262,22 @@ class Recorder:
         key: bytes,
         ts: int,
         headers: list[tuple[str, bytes]],
-    ) -> None:
+    ) -> bool:
+        """Hand one message to librdkafka; False (and counted) when it would not take it."""
         for attempt in range(2):
             try:
                 producer.produce(
                     topic, value=value, key=key, timestamp=ts, headers=headers, on_delivery=self._on_delivery
                 )
-                return
+                return True
             except BufferError:
                 if attempt == 0:
                     producer.poll(0.05)  # serve delivery reports to make room, once
             except Exception:  # noqa: BLE001 - e.g. a message larger than the broker accepts
                 self._drop("produce_error")
-                return
+                return False
         self._drop("producer_full")
+        return False
 
     def _flush(self, producer: _Producer) -> None:
         deadline = time.monotonic() + self.config.flush_timeout
@@ -260,6 +287,7 @@ class Recorder:
         if left:
             with self._lock:
                 self._stats.dropped["shutdown"] += left
+                self._stats.queue_bytes = 0
             log.warning(
                 "trafficreel: %d records not delivered within %.1fs at shutdown",
                 left,

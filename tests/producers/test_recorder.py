@@ -1,0 +1,195 @@
+"""The recorder against the real broker: delivery, accounting, a dead broker, the byte bound, forks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.conftest import Infra
+from tests.producers.support import raw_request
+from trafficreel.producers import PendingExchange, Recorder, RecorderConfig
+from trafficreel.producers._body import BodyCapture
+from trafficreel.schemas import Deserializer, Exchange
+from trafficreel.stack._processes import free_port, wait_for_port
+from trafficreel.topics import create_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _exchange(i: int, body: bytes = b'{"n": 1}') -> PendingExchange:
+    capture = BodyCapture(True, 65536, len(body))
+    capture.feed(body)
+    ex = PendingExchange(
+        direction="INBOUND",
+        start_ns=time.time_ns(),
+        start_mono=time.monotonic_ns(),
+        method="POST",
+        scheme="http",
+        path=b"/v1/items/%d" % i,
+        query=b"",
+        http_version="1.1",
+        req_headers=[(b"host", b"svc"), (b"content-type", b"application/json")],
+        req_body=capture,
+    )
+    ex.status = 200
+    return ex
+
+
+def _read_all(infra: Infra, topic: str, partitions: int, expected: int, timeout: float = 60) -> list[Any]:
+    consumer = Consumer(infra.kafka_conf(**{"group.id": "rec-test", "enable.auto.commit": False}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < expected and time.monotonic() < deadline:
+        messages += [m for m in consumer.consume(500, 0.5) if m.error() is None]
+    time.sleep(0.5)
+    messages += [m for m in consumer.consume(500, 0.5) if m.error() is None]
+    consumer.close()
+    return messages
+
+
+def _prefix(new_topic: Callable[..., str], infra: Infra) -> str:
+    prefix = new_topic().replace("test.", "rec")  # a unique prefix; its .raw topic created below
+    create_topics(infra.kafka_conf(), [f"{prefix}.raw"], partitions=2)
+    return prefix
+
+
+def test_records_reach_kafka_with_key_headers_and_timestamp(
+    infra: Infra, new_topic: Callable[..., str]
+) -> None:
+    """Every submitted exchange arrives once, decodable, keyed, with the request start as its timestamp."""
+    prefix = _prefix(new_topic, infra)
+    recorder = Recorder(
+        RecorderConfig(service_name="orders", kafka_bootstrap=infra.bootstrap, topic_prefix=prefix)
+    )
+    exchanges = [_exchange(i) for i in range(200)]
+    for ex in exchanges:
+        recorder.submit(ex)
+    recorder.close()
+    stats = recorder.stats()
+    assert (stats["recorded"], stats["delivered"], stats["dropped"], stats["in_flight"]) == (200, 200, {}, 0)
+    messages = _read_all(infra, f"{prefix}.raw", 2, 200)
+    decode = Deserializer()
+    records: list[Exchange] = [decode(m.value()) for m in messages]
+    assert sorted(r["request"]["path"] for r in records) == sorted(b"/v1/items/%d" % i for i in range(200))
+    assert len({r["id"] for r in records}) == 200
+    first = messages[0]
+    record = decode(first.value())
+    assert first.key() == record["id"].encode()  # no trace context: the record id is the key
+    assert first.timestamp()[1] == record["start_time"] // 1000
+    headers = dict(first.headers())
+    assert headers["trafficreel-service"] == b"orders"
+    assert headers["trafficreel-direction"] == b"INBOUND"
+    assert record["source"]["service"] == "orders"
+
+
+def test_dead_broker_drops_and_counts_without_blocking() -> None:
+    """With no broker at all, submit never blocks or raises, and every record ends up counted as dropped."""
+    port = free_port()
+    recorder = Recorder(
+        RecorderConfig(
+            kafka_bootstrap=f"127.0.0.1:{port}",
+            flush_timeout=1.0,
+            kafka_config={"message.timeout.ms": "1500", "socket.connection.setup.timeout.ms": "1000"},
+        )
+    )
+    start = time.perf_counter()
+    for i in range(500):
+        recorder.submit(_exchange(i))
+    submit_time = time.perf_counter() - start
+    assert submit_time < 1.0  # 500 submits: no waiting on the broker
+    deadline = time.monotonic() + 20
+    while recorder.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    recorder.close()
+    stats = recorder.stats()
+    assert stats["recorded"] == 500
+    assert stats["delivered"] == 0
+    assert sum(stats["dropped"].values()) == 500
+    assert set(stats["dropped"]) <= {"delivery:_MSG_TIMED_OUT", "delivery:_TRANSPORT", "shutdown"}
+    assert stats["broker_errors"] >= 1
+
+
+def test_queue_bound_in_bytes_drops_the_excess() -> None:
+    """Past the byte bound, records are dropped as queue_full, and queue bytes return to zero."""
+    recorder = Recorder(
+        RecorderConfig(
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            queue_bytes=200_000,
+            flush_timeout=0.5,
+            kafka_config={"message.timeout.ms": "1000"},
+        )
+    )
+    big = b"x" * 20_000
+    for i in range(100):
+        recorder.submit(_exchange(i, big))
+    stats = recorder.stats()
+    assert stats["dropped"].get("queue_full", 0) >= 85  # 200 KB holds fewer than ten 21 KB records in flight
+    assert stats["queue_bytes"] <= 200_000
+    deadline = time.monotonic() + 15
+    while recorder.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    recorder.close()
+    final = recorder.stats()
+    assert final["queue_bytes"] == 0
+    assert final["recorded"] == final["delivered"] + sum(final["dropped"].values())
+
+
+def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callable[..., str]) -> None:
+    """Under gunicorn -w 2 --preload, workers forked from a master with a live producer all deliver."""
+    prefix = _prefix(new_topic, infra)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
+    env |= {
+        "TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap,
+        "TRAFFICREEL_TOPIC_PREFIX": prefix,
+        "TRAFFICREEL_SERVICE_NAME": "flask-app",
+        "TRAFFICREEL_TEST_PREWARM": "1",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "--preload",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tests.producers.wsgi_app:recorded",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, time.monotonic() + 30)
+        for i in range(40):
+            response = raw_request(
+                port,
+                b"POST /echo?i=%d HTTP/1.0\r\nHost: g\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2\r\n\r\n{}" % i,
+            )
+            assert response.split(b"\r\n", 1)[0].endswith(b" 200 OK"), response
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    messages = _read_all(infra, f"{prefix}.raw", 2, 41)
+    decode = Deserializer()
+    paths = sorted(
+        decode(m.value())["request"]["query"]
+        for m in messages
+        if decode(m.value())["request"]["path"] == b"/echo"
+    )
+    assert paths == sorted(b"i=%d" % i for i in range(40)), output
+    assert sum(1 for m in messages if decode(m.value())["request"]["path"] == b"/prewarm") == 1
