@@ -73,6 +73,11 @@ PUBLIC = {
         "stack_env_path",
     },
     "trafficreel.clickhouse": {"connect"},
+    "trafficreel.producers": {
+        "DEFAULT_BODY_TYPES", "MARKER", "BodyCapture", "BodyPolicy", "PendingExchange", "Recorder",
+        "RecorderConfig", "RecorderStats", "Redactor", "TrafficRecorder", "TrafficRecorderWSGI", "not_recorded",
+    },
+    "trafficreel.producers.metrics": {"RecorderCollector", "register"},
     "trafficreel.topics": {
         "TOPIC_NAMES",
         "PartitionInfo",

@@ -22,7 +22,7 @@ class CapturingRecorder(Recorder):
     """Builds each record at once and keeps it, after a real encode/decode round trip."""
 
     def __init__(self, **settings: Any) -> None:
-        super().__init__(RecorderConfig(service_name="test", **settings))
+        super().__init__(RecorderConfig(**{"service_name": "test", **settings}))
         self.records: list[Exchange] = []
         self.event = threading.Event()
 
