@@ -15,6 +15,7 @@ from ._body import BodyCapture, BodyPolicy
 from ._config import DEFAULT_BODY_TYPES, RecorderConfig
 from ._context import not_recorded
 from ._exchange import PendingExchange
+from ._outbound import instrument, uninstrument
 from ._recorder import Recorder, RecorderStats
 from ._redact import MARKER, Redactor
 from ._wsgi import TrafficRecorderWSGI
@@ -31,5 +32,7 @@ __all__ = [
     "Redactor",
     "TrafficRecorder",
     "TrafficRecorderWSGI",
+    "instrument",
     "not_recorded",
+    "uninstrument",
 ]

@@ -75,6 +75,7 @@ class PendingExchange:
         "req_body",
         "req_headers",
         "resp_body",
+        "resp_decoded",
         "resp_headers",
         "response_started",
         "scheme",
@@ -123,18 +124,18 @@ class PendingExchange:
         self.response_started = False
         self.outcome: OutcomeKind = "COMPLETED"
         self.exception: BaseException | None = None
+        self.resp_decoded = False  # the client decoded the response body before we saw it
 
     def size_estimate(self) -> int:
         """Bytes this record will hold while queued: kept bodies exactly, the rest estimated."""
         kept = self.req_body.kept_bytes + (self.resp_body.kept_bytes if self.resp_body else 0)
         return 1024 + kept + 64 * (len(self.req_headers) + len(self.resp_headers) + len(self.trailers))
 
-    def _body(self, capture: BodyCapture | None, headers: HeaderList) -> Body:
+    def _body(self, capture: BodyCapture | None, headers: HeaderList, decoded: bool = False) -> Body:
         if capture is None:
             return blank_body()
-        return capture.result(
-            _text(_first(headers, b"content-type")), _text(_first(headers, b"content-encoding"))
-        )
+        encoding = None if decoded else _text(_first(headers, b"content-encoding"))
+        return capture.result(_text(_first(headers, b"content-type")), encoding)
 
     def build(self, recorder: Recorder) -> dict[str, Any]:
         """The Avro record (runs on the recorder's thread)."""
@@ -174,7 +175,7 @@ class PendingExchange:
                 "status": self.status,
                 "headers": resp_headers,
                 "trailers": self.trailers,
-                "body": self._body(self.resp_body, self.resp_headers),
+                "body": self._body(self.resp_body, self.resp_headers, self.resp_decoded),
             },
             "outcome": {
                 "kind": self.outcome,
