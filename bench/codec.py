@@ -8,18 +8,17 @@ the framing (header, fingerprint lookup, checks) costs at most 10% of fastavro's
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
 from trafficreel.schemas import Deserializer, Serializer, exchange_schema, sample_exchange
 
-from ._harness import Comparison, compare
+from ._harness import Figure, median_rate
 
 __all__ = ["run"]
 
 
-def run(quick: bool) -> tuple[list[Comparison], dict[str, Any]]:
+def run(quick: bool) -> list[Figure]:
     records = [sample_exchange(i, body_size=512) for i in range(2_000 if quick else 20_000)]
     schema = exchange_schema().parsed
     serializer, deserializer = Serializer(), Deserializer()
@@ -49,10 +48,23 @@ def run(quick: bool) -> tuple[list[Comparison], dict[str, Any]]:
         return len(bodies)
 
     rounds = 3 if quick else 7
-    results = [
-        compare("codec.encode", "records", ours_encode, bare_encode, rounds=rounds, target=3.0),
-        compare("codec.decode", "records", ours_decode, bare_decode, rounds=rounds, target=0.9),
-    ]
+    enc, enc_base = median_rate(ours_encode, bare_encode, rounds)
+    dec, dec_base = median_rate(ours_decode, bare_decode, rounds)
     sizes = sorted(len(e) for e in encoded)
-    extra = {"record_bytes_median": sizes[len(sizes) // 2], "records": len(records), "rounds": rounds}
-    return results, extra
+    common = {"records": len(records), "rounds": rounds, "record_bytes_median": sizes[len(sizes) // 2]}
+    return [
+        Figure(
+            "codec.encode_vs_fastavro",
+            enc / enc_base,
+            "ratio",
+            target=3.0,
+            detail={"candidate_per_s": round(enc), "baseline_per_s": round(enc_base), **common},
+        ),
+        Figure(
+            "codec.decode_vs_fastavro",
+            dec / dec_base,
+            "ratio",
+            target=0.9,
+            detail={"candidate_per_s": round(dec), "baseline_per_s": round(dec_base), **common},
+        ),
+    ]

@@ -19,7 +19,7 @@ from typing import Any
 from ._body import BodyCapture
 from ._config import RecorderConfig
 from ._context import suppress_recording
-from ._exchange import PendingExchange, _first
+from ._exchange import PendingExchange
 from ._recorder import Recorder
 
 __all__ = ["TrafficRecorder"]
@@ -31,91 +31,71 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _content_length(headers: Any) -> int | None:
-    value = _first(headers, b"content-length")
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
+class _Exchange(PendingExchange):
+    """One exchange plus the receive/send wrappers that fill it; finished exactly once."""
 
-
-class _Responder:
-    """Per-request state: wraps receive and send, and finishes the record exactly once."""
-
-    __slots__ = ("done", "exchange", "receive_inner", "recorder", "send_inner")
-
-    def __init__(self, recorder: Recorder, exchange: PendingExchange, receive: Receive, send: Send) -> None:
-        self.recorder = recorder
-        self.exchange = exchange
-        self.receive_inner = receive
-        self.send_inner = send
-        self.done = False
+    __slots__ = ("done", "receive_inner", "recorder", "req_done", "send_inner")
+    done: bool
+    req_done: bool
+    receive_inner: Receive
+    recorder: Recorder
+    send_inner: Send
 
     async def receive(self) -> Message:
         message = await self.receive_inner()
         kind = message["type"]
         if kind == "http.request":
-            self.exchange.req_body.feed(message.get("body", b""))
+            self.req_body.feed(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.req_done = True
         elif kind == "http.disconnect" and not self.done:
-            self.exchange.outcome = "DISCONNECTED"
+            self.outcome = "DISCONNECTED"
         return message
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        ex = self.exchange
         if kind == "http.response.body":
-            if ex.resp_body is not None:
-                ex.resp_body.feed(message.get("body", b""))
+            if self.resp_body is not None:
+                self.resp_body.feed(message.get("body", b""))
             if not message.get("more_body", False) and not message.get("trailers_expected", False):
-                self.complete()
+                self.end_mono = time.monotonic_ns()
+                self.done = True
         elif kind == "http.response.start":
-            ex.status = message["status"]
-            ex.resp_headers = message.get("headers", ())
-            ex.response_started = True
-            ex.resp_body = BodyCapture(
-                self.recorder.policy.keeps(_first(ex.resp_headers, b"content-type")),
-                self.recorder.policy.limit,
-                _content_length(ex.resp_headers),
-            )
+            self.status = message["status"]
+            self.resp_headers = message.get("headers", ())
+            self.response_started = True
+            self.resp_body = BodyCapture(self.recorder.policy.limit)
         elif kind == "http.response.trailers":
-            ex.trailers = message.get("headers", ())
+            self.trailers = message.get("headers", ())
             if not message.get("more_trailers", False):
-                self.complete()
+                self.end_mono = time.monotonic_ns()
+                self.done = True
         try:
             await self.send_inner(message)
         except OSError:
             # The client went away mid-response (servers raise OSError or a subclass of it).
             if not self.done:
-                ex.outcome = "DISCONNECTED"
-                if ex.resp_body is not None:
-                    ex.resp_body.aborted = True
+                self.outcome = "DISCONNECTED"
+                if self.resp_body is not None:
+                    self.resp_body.aborted = True
             raise
-
-    def complete(self) -> None:
-        self.exchange.end_mono = time.monotonic_ns()
-        self.done = True
 
     def finish(self, exc: BaseException | None) -> None:
         """Mark how the exchange ended and hand it to the recorder (once per request)."""
-        ex = self.exchange
         if isinstance(exc, asyncio.CancelledError):
             # Servers cancel the handler when the client goes away.
             if not self.done:
-                ex.outcome = "DISCONNECTED"
-        elif exc is not None and ex.outcome != "DISCONNECTED":
-            ex.outcome = "RAISED"  # before or after the response started; response_started tells
-            ex.exception = exc
+                self.outcome = "DISCONNECTED"
+        elif exc is not None and self.outcome != "DISCONNECTED":
+            self.outcome = "RAISED"  # before or after the response started; response_started tells
+            self.exception = exc
         if not self.done:
-            ex.end_mono = time.monotonic_ns()
-            if ex.resp_body is not None:
-                ex.resp_body.aborted = True  # the response never completed
-            if ex.outcome == "DISCONNECTED":
-                ex.req_body.aborted = (
-                    ex.req_body.declared is not None and ex.req_body.size < ex.req_body.declared
-                )
-        self.recorder.submit(ex)
+            self.end_mono = time.monotonic_ns()
+            if self.resp_body is not None:
+                self.resp_body.aborted = True  # the response never completed
+            if self.outcome == "DISCONNECTED":
+                self.req_body.aborted = not self.req_done
+        self.recorder.submit(self)
 
 
 class TrafficRecorder:
@@ -127,7 +107,7 @@ class TrafficRecorder:
         self.app = app
         self.recorder = recorder or Recorder(config, recorder_name="asgi")
         self._enabled = self.recorder.config.enabled
-        self._policy = self.recorder.policy
+        self._limit = self.recorder.policy.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._enabled or suppress_recording.get():
@@ -142,31 +122,30 @@ class TrafficRecorder:
             return
         headers = scope["headers"]
         start_ns, start_mono = time.time_ns(), time.monotonic_ns()
-        exchange = PendingExchange(
-            direction="INBOUND",
-            start_ns=start_ns,
-            start_mono=start_mono,
-            method=scope["method"],
-            scheme=scope.get("scheme", "http"),
-            path=raw_path.split(b"?", 1)[0],
-            query=scope.get("query_string", b""),
-            http_version=scope.get("http_version", "1.1"),
-            req_headers=headers,
-            req_body=BodyCapture(
-                self._policy.keeps(_first(headers, b"content-type")),
-                self._policy.limit,
-                _content_length(headers),
-            ),
-            client=scope.get("client"),
-            server=scope.get("server"),
+        exchange = _Exchange(
+            "INBOUND",
+            start_ns,
+            start_mono,
+            scope["method"],
+            scope.get("scheme", "http"),
+            raw_path.partition(b"?")[0],
+            scope.get("query_string", b""),
+            scope.get("http_version", "1.1"),
+            headers,
+            BodyCapture(self._limit),
+            scope.get("client"),
+            scope.get("server"),
         )
-        responder = _Responder(self.recorder, exchange, receive, send)
+        exchange.recorder = self.recorder
+        exchange.receive_inner = receive
+        exchange.send_inner = send
+        exchange.done = exchange.req_done = False
         try:
-            await self.app(scope, responder.receive, responder.send)
+            await self.app(scope, exchange.receive, exchange.send)
         except BaseException as exc:
-            responder.finish(exc)
+            exchange.finish(exc)
             raise
-        responder.finish(None)
+        exchange.finish(None)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         recorder = self.recorder

@@ -1,8 +1,10 @@
 """Body capture: keep the first bytes of text-like bodies, count and hash all of them.
 
-A ``BodyCapture`` is fed each chunk as it passes (O(1) bookkeeping plus the running SHA-256) and
-never holds more than the keep limit. Whether a body is kept is decided once, from its
-Content-Type, by a ``BodyPolicy`` compiled at start-up.
+A ``BodyCapture`` is fed each chunk as it passes and never holds more than the keep limit. To keep
+the request path short, chunks up to the limit are only referenced there; the SHA-256 is computed
+later on the recorder's thread. Only when a body outgrows the limit is the digest brought up to
+date and then updated chunk by chunk, so memory stays bounded whatever the body size. Whether a
+body is kept is decided once per Content-Type by a ``BodyPolicy`` compiled at start-up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from trafficreel.schemas import Body, BodyState
 
@@ -50,58 +53,80 @@ class BodyPolicy:
 
 
 class BodyCapture:
-    """One body as it streams: kept prefix, total size, running digest."""
+    """One body as it streams: the first ``limit`` bytes by reference, the total size, the digest.
 
-    __slots__ = ("_chunks", "_digest", "_keep", "_kept", "_limit", "aborted", "declared", "size")
+    Nothing about headers is needed here: whether the kept bytes end up in the record (content type
+    policy) and the declared length are settled off the request path, in ``result()``.
+    """
 
-    def __init__(self, keep: bool, limit: int, declared: int | None = None) -> None:
-        self._keep = keep
+    __slots__ = ("_chunks", "_digest", "_held", "_limit", "_seen", "aborted", "size")
+
+    def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._chunks: list[bytes] = []
-        self._kept = 0
-        self._digest = hashlib.sha256()
+        self._chunks: list[bytes] = []  # the first `limit` bytes, by reference
+        self._held = 0
+        self._digest: Any = None  # created once the body outgrows the limit
         self.size = 0
-        self.declared = declared
         self.aborted = False
+        self._seen = True
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
         self.size += len(chunk)
+        if self._digest is None:
+            if self._held + len(chunk) <= self._limit:
+                self._chunks.append(chunk)
+                self._held += len(chunk)
+                return
+            # Outgrown: hash what is held, keep only the first `limit` bytes, hash from here on.
+            self._digest = hashlib.sha256()
+            for held in self._chunks:
+                self._digest.update(held)
+            room = self._limit - self._held
+            if room > 0:
+                self._chunks.append(chunk[:room])
+                self._held += room
         self._digest.update(chunk)
-        if self._keep and self._kept < self._limit:
-            room = self._limit - self._kept
-            part = chunk if len(chunk) <= room else chunk[:room]
-            self._chunks.append(part)
-            self._kept += len(part)
+
+    def assume(self, size: int) -> None:
+        """The body went out without passing here (a server's sendfile path): its size, no digest."""
+        self.size = size
+        self._seen = False
 
     @property
     def kept_bytes(self) -> int:
-        return self._kept
+        return self._held
 
-    def result(self, content_type: str | None, content_encoding: str | None) -> Body:
+    def result(
+        self, keep: bool, content_type: str | None, content_encoding: str | None, declared: int | None = None
+    ) -> Body:
         """The body part of the record (built off the request path)."""
         state: BodyState
         data: bytes | None = None
         if self.aborted:
             state = "ABORTED"
-            data = b"".join(self._chunks) if self._keep else None
+            data = b"".join(self._chunks) if keep else None
         elif self.size == 0:
             state = "NONE"  # HEAD and 304 declare a length and send nothing: still no body
-        elif not self._keep:
+        elif not keep:
             state = "NOT_KEPT"
-        elif self.size > self._kept:
+        elif self._digest is not None:
             state = "TRUNCATED"
             data = b"".join(self._chunks)
         else:
             state = "COMPLETE"
             data = b"".join(self._chunks)
+        digest = None
+        if self.size and not self.aborted and self._seen:
+            whole = self._digest if self._digest is not None else hashlib.sha256(b"".join(self._chunks))
+            digest = whole.digest()
         return {
             "data": data,
             "size": self.size,
-            "sha256": self._digest.digest() if self.size and not self.aborted else None,
+            "sha256": digest,
             "content_type": content_type,
             "content_encoding": content_encoding,
-            "declared_length": self.declared,
+            "declared_length": declared,
             "state": state,
         }

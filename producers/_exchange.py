@@ -7,7 +7,7 @@ redaction, trace context, metadata — happens on the recorder's background thre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trafficreel.schemas import Body, Direction, OutcomeKind, Redaction, blank_body, new_id
@@ -71,6 +71,7 @@ class PendingExchange:
         "method",
         "outcome",
         "path",
+        "prepare",
         "query",
         "req_body",
         "req_headers",
@@ -80,6 +81,7 @@ class PendingExchange:
         "response_started",
         "scheme",
         "server",
+        "size_hint",
         "start_mono",
         "start_ns",
         "status",
@@ -88,7 +90,6 @@ class PendingExchange:
 
     def __init__(
         self,
-        *,
         direction: Direction,
         start_ns: int,
         start_mono: int,
@@ -125,20 +126,32 @@ class PendingExchange:
         self.outcome: OutcomeKind = "COMPLETED"
         self.exception: BaseException | None = None
         self.resp_decoded = False  # the client decoded the response body before we saw it
+        # Work deferred from the request path (e.g. turning a WSGI environ into header pairs),
+        # run by build() on the recorder's thread.
+        self.prepare: Callable[[], None] | None = None
+        self.size_hint = 0  # bytes held elsewhere until prepare() runs
 
     def size_estimate(self) -> int:
         """Bytes this record will hold while queued: kept bodies exactly, the rest estimated."""
         kept = self.req_body.kept_bytes + (self.resp_body.kept_bytes if self.resp_body else 0)
-        return 1024 + kept + 64 * (len(self.req_headers) + len(self.resp_headers) + len(self.trailers))
+        headers = len(self.req_headers) + len(self.resp_headers) + len(self.trailers)
+        return 1024 + kept + 64 * headers + self.size_hint
 
-    def _body(self, capture: BodyCapture | None, headers: HeaderList, decoded: bool = False) -> Body:
+    def _body(
+        self, recorder: Recorder, capture: BodyCapture | None, headers: HeaderList, decoded: bool = False
+    ) -> Body:
         if capture is None:
             return blank_body()
+        content_type = _first(headers, b"content-type")
+        length = _first(headers, b"content-length")
+        declared = int(length) if length is not None and length.strip().isdigit() else None
         encoding = None if decoded else _text(_first(headers, b"content-encoding"))
-        return capture.result(_text(_first(headers, b"content-type")), encoding)
+        return capture.result(recorder.policy.keeps(content_type), _text(content_type), encoding, declared)
 
     def build(self, recorder: Recorder) -> dict[str, Any]:
         """The Avro record (runs on the recorder's thread)."""
+        if self.prepare is not None:
+            self.prepare()
         redactions: list[Redaction] = []
         req_headers, resp_headers, query = self.req_headers, self.resp_headers, self.query
         redactor = recorder.redactor
@@ -169,13 +182,13 @@ class PendingExchange:
                 "query": query,
                 "http_version": self.http_version,
                 "headers": req_headers,
-                "body": self._body(self.req_body, self.req_headers),
+                "body": self._body(recorder, self.req_body, self.req_headers),
             },
             "response": {
                 "status": self.status,
                 "headers": resp_headers,
                 "trailers": self.trailers,
-                "body": self._body(self.resp_body, self.resp_headers, self.resp_decoded),
+                "body": self._body(recorder, self.resp_body, self.resp_headers, self.resp_decoded),
             },
             "outcome": {
                 "kind": self.outcome,

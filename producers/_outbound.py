@@ -26,14 +26,8 @@ __all__ = ["instrument", "uninstrument"]
 _PATCHES: list[tuple[Any, str, Any]] = []
 
 
-def _capture(recorder: Recorder, headers: list[tuple[bytes, bytes]]) -> BodyCapture:
-    content_type = next((v for n, v in headers if n.lower() == b"content-type"), None)
-    length = next((v for n, v in headers if n.lower() == b"content-length"), None)
-    return BodyCapture(
-        recorder.policy.keeps(content_type),
-        recorder.policy.limit,
-        int(length) if length and length.isdigit() else None,
-    )
+def _capture(recorder: Recorder) -> BodyCapture:
+    return BodyCapture(recorder.policy.limit)
 
 
 def _start(
@@ -47,7 +41,7 @@ def _start(
     server: tuple[str, int] | None,
 ) -> PendingExchange:
     path, _, query = target.partition(b"?")
-    capture = _capture(recorder, headers)
+    capture = _capture(recorder)
     if isinstance(body, str):
         body = body.encode("utf-8")
     if isinstance(body, (bytes, bytearray, memoryview)):
@@ -74,7 +68,7 @@ def _respond(
     ex.status = status
     ex.resp_headers = headers
     ex.response_started = True
-    ex.resp_body = _capture(recorder, headers)
+    ex.resp_body = _capture(recorder)
 
 
 def _finish(

@@ -98,14 +98,34 @@ class _TeeInput:
 class _Exchange:
     """Per-request state: start_response wrapper, response iterable wrapper, finish exactly once."""
 
-    __slots__ = ("completed", "exchange", "finished", "recorder", "start_response_inner")
+    __slots__ = (
+        "completed",
+        "environ",
+        "exchange",
+        "finished",
+        "recorder",
+        "response_headers",
+        "start_response_inner",
+    )
 
-    def __init__(self, recorder: Recorder, exchange: PendingExchange, start_response: StartResponse) -> None:
+    def __init__(
+        self, recorder: Recorder, exchange: PendingExchange, start_response: StartResponse, environ: Environ
+    ) -> None:
         self.recorder = recorder
         self.exchange = exchange
         self.start_response_inner = start_response
+        self.environ = environ  # a copy taken before the app ran: headers as the server gave them
+        self.response_headers: list[tuple[str, str]] = []
         self.finished = False
         self.completed = False
+        exchange.prepare = self.prepare
+
+    def prepare(self) -> None:
+        """Turn the environ and response headers into header pairs (on the recorder's thread)."""
+        self.exchange.req_headers = environ_headers(self.environ)
+        self.exchange.resp_headers = [
+            (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.response_headers
+        ]
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -116,15 +136,9 @@ class _Exchange:
             ex.status = int(status[:3])
         except ValueError:
             ex.status = None
-        ex.resp_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        self.response_headers = headers
         ex.response_started = True
-        content_type = next((v for n, v in ex.resp_headers if n == b"content-type"), None)
-        length = next((v for n, v in ex.resp_headers if n == b"content-length"), None)
-        ex.resp_body = BodyCapture(
-            self.recorder.policy.keeps(content_type),
-            self.recorder.policy.limit,
-            int(length) if length and length.isdigit() else None,
-        )
+        ex.resp_body = BodyCapture(self.recorder.policy.limit)
         capture = ex.resp_body
 
         def tee_write(data: bytes) -> object:
@@ -195,7 +209,7 @@ class TrafficRecorderWSGI:
         self.app = app
         self.recorder = recorder or Recorder(config, recorder_name="wsgi")
         self._enabled = self.recorder.config.enabled
-        self._policy = self.recorder.policy
+        self._limit = self.recorder.policy.limit
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._enabled or suppress_recording.get():
@@ -209,14 +223,7 @@ class TrafficRecorderWSGI:
             query = environ.get("QUERY_STRING", "").encode("latin-1")
         if self.recorder.exclude and self.recorder.excluded(path):
             return self.app(environ, start_response)
-        headers = environ_headers(environ)
-        content_type = environ.get("CONTENT_TYPE")
-        length = environ.get("CONTENT_LENGTH")
-        req_body = BodyCapture(
-            self._policy.keeps(content_type.encode("latin-1") if content_type else None),
-            self._policy.limit,
-            int(length) if length and length.isdigit() else None,
-        )
+        req_body = BodyCapture(self._limit)
         client_port = environ.get("REMOTE_PORT")
         server_port = environ.get("SERVER_PORT")
         exchange = PendingExchange(
@@ -228,14 +235,15 @@ class TrafficRecorderWSGI:
             path=path,
             query=query,
             http_version=environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
-            req_headers=headers,
+            req_headers=(),  # filled from the environ copy off the request path
             req_body=req_body,
             client=(environ.get("REMOTE_ADDR", ""), int(client_port)) if client_port else None,
             server=(environ.get("SERVER_NAME", ""), int(server_port)) if server_port else None,
         )
         if "wsgi.input" in environ:
             environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], req_body)
-        state = _Exchange(self.recorder, exchange, start_response)
+        exchange.size_hint = 64 * len(environ)
+        state = _Exchange(self.recorder, exchange, start_response, environ.copy())
         try:
             result = self.app(environ, state.start_response)
         except BaseException as exc:
@@ -257,8 +265,9 @@ class TrafficRecorderWSGI:
                     original_close()
             finally:
                 capture = state.exchange.resp_body
-                if capture is not None and capture.declared is not None:
-                    capture.size = capture.declared
+                length = next((v for n, v in state.response_headers if n.lower() == "content-length"), "")
+                if capture is not None and length.isdigit():
+                    capture.assume(int(length))
                 state.finish("FILE")
 
         try:

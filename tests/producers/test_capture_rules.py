@@ -48,22 +48,22 @@ def _feed(capture: BodyCapture, *chunks: bytes) -> BodyCapture:
 
 def test_body_states_say_exactly_what_happened() -> None:
     """Complete, truncated at the limit, not kept by policy, aborted and none are told apart."""
-    whole = _feed(BodyCapture(True, 16), b"0123456789", b"abc").result("application/json", None)
+    whole = _feed(BodyCapture(16), b"0123456789", b"abc").result(True, "application/json", None)
     assert (whole["state"], whole["data"], whole["size"]) == ("COMPLETE", b"0123456789abc", 13)
     assert whole["sha256"] == hashlib.sha256(b"0123456789abc").digest()
 
-    cut = _feed(BodyCapture(True, 16), b"0123456789", b"abcdefghij").result("text/plain", "gzip")
+    cut = _feed(BodyCapture(16), b"0123456789", b"abcdefghij").result(True, "text/plain", "gzip")
     assert (cut["state"], cut["data"], cut["size"]) == ("TRUNCATED", b"0123456789abcdef", 20)
     assert cut["sha256"] == hashlib.sha256(b"0123456789abcdefghij").digest()  # digest covers everything
     assert cut["content_encoding"] == "gzip"
 
-    binary = _feed(BodyCapture(False, 16), b"\x89PNG", b"....").result("image/png", None)
+    binary = _feed(BodyCapture(16), b"\x89PNG", b"....").result(False, "image/png", None)
     assert (binary["state"], binary["data"], binary["size"]) == ("NOT_KEPT", None, 8)
     assert binary["sha256"] == hashlib.sha256(b"\x89PNG....").digest()
 
-    aborted = _feed(BodyCapture(True, 16, declared=100), b"partial")
+    aborted = _feed(BodyCapture(16), b"partial")
     aborted.aborted = True
-    result = aborted.result("application/json", None)
+    result = aborted.result(True, "application/json", None, 100)
     assert (result["state"], result["data"], result["size"], result["sha256"], result["declared_length"]) == (
         "ABORTED",
         b"partial",
@@ -72,7 +72,7 @@ def test_body_states_say_exactly_what_happened() -> None:
         100,
     )
 
-    head = BodyCapture(True, 16, declared=1234).result("application/json", None)
+    head = BodyCapture(16).result(True, "application/json", None, 1234)
     assert (head["state"], head["data"], head["size"], head["declared_length"]) == ("NONE", None, 0, 1234)
 
 

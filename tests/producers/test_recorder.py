@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _exchange(i: int, body: bytes = b'{"n": 1}') -> PendingExchange:
-    capture = BodyCapture(True, 65536, len(body))
+    capture = BodyCapture(65536)
     capture.feed(body)
     ex = PendingExchange(
         direction="INBOUND",

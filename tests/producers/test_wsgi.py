@@ -93,8 +93,8 @@ def test_bodies_and_outcomes(servers: Any) -> None:
     assert lines["response"]["body"]["data"] == b"3 3"
     download = _record_for(servers, "download")["response"]["body"]
     assert (download["state"], download["size"]) == ("NOT_KEPT", len(BIG))
-    file = _record_for(servers, "file")["response"]["body"]
-    assert (file["state"], file["size"]) == ("NOT_KEPT", len(BIG))
+    file = _record_for(servers, "file")["response"]["body"]  # the server's file path: size, no digest
+    assert (file["state"], file["size"], file["sha256"]) == ("NOT_KEPT", len(BIG), None)
     stream = _record_for(servers, "stream")
     assert stream["response"]["body"]["data"] == b"line 0\nline 1\nline 2\n"
     assert stream["duration_us"] >= 200_000

@@ -86,6 +86,6 @@ if os.environ.get("TRAFFICREEL_TEST_PREWARM") == "1":
             query=b"",
             http_version="1.1",
             req_headers=[(b"host", b"master")],
-            req_body=BodyCapture(False, 0),
+            req_body=BodyCapture(0),
         )
     )

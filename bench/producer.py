@@ -1,0 +1,305 @@
+"""Recorder cost: time added on the request path, and all CPU per recorded exchange.
+
+In-process Starlette (ASGI) and Flask (WSGI) apps answer a 1 KiB JSON POST with a 1 KiB JSON
+response, about ten headers each way, driven directly (no server, no sockets), so the numbers are
+the middleware's own cost. Measured in the same run, interleaved, medians over rounds:
+
+- ``*_inline_us``: per exchange, recorded app minus bare app, with the recorder's background
+  thread held back (what the request itself pays);
+- ``*_total_us``: per exchange, process CPU of the recorded app minus the bare app, with the
+  background thread encoding and producing to a real broker (the embedded Tansu) until every record
+  is acknowledged;
+- ``otel_*_us``: per exchange, OpenTelemetry's ASGI / WSGI middleware (SDK, span processor with a
+  no-op exporter) minus the bare app, as the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trafficreel.producers import Recorder, RecorderConfig, TrafficRecorder, TrafficRecorderWSGI
+from trafficreel.stack import EmbeddedBroker
+from trafficreel.topics import create_topics
+
+from ._harness import Figure, median_time
+
+__all__ = ["run"]
+
+BODY = json.dumps(
+    {"items": [{"sku": f"SKU-{i:05d}", "qty": i, "note": "x" * 20} for i in range(18)]}
+).encode()[:1024]
+REQUEST_HEADERS = [
+    (b"host", b"orders.shop.svc.cluster.local"),
+    (b"user-agent", b"python-httpx/0.28.1"),
+    (b"accept", b"*/*"),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(BODY)).encode()),
+    (b"x-request-id", b"5f1c0d6e-8b1a-4f8e-9d3c-2a1b0c9d8e7f"),
+    (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    (b"authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+    (b"x-forwarded-for", b"203.0.113.7"),
+]
+RESPONSE_HEADERS = {
+    "cache-control": "no-store",
+    "x-request-id": "5f1c0d6e-8b1a-4f8e-9d3c-2a1b0c9d8e7f",
+    "vary": "accept-encoding",
+    "etag": '"abc123"',
+    "x-frame-options": "DENY",
+    "strict-transport-security": "max-age=31536000",
+    "server-timing": "db;dur=1.2",
+    "x-version": "1.4.2",
+}
+
+
+def starlette_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def order(request: Request) -> Response:
+        await request.body()
+        return Response(BODY, media_type="application/json", headers=RESPONSE_HEADERS)
+
+    return Starlette(routes=[Route("/v1/orders/{id}", order, methods=["POST"])])
+
+
+def flask_app() -> Any:
+    from flask import Flask, Response, request
+
+    app = Flask("bench")
+
+    @app.post("/v1/orders/<int:order_id>")
+    def order(order_id: int) -> Response:
+        request.get_data()
+        return Response(BODY, content_type="application/json", headers=RESPONSE_HEADERS)
+
+    return app.wsgi_app
+
+
+class _Held(Recorder):
+    """A recorder whose background thread never starts: submit() cost alone."""
+
+    def _start(self) -> None:
+        self._thread = object()  # type: ignore[assignment]
+
+
+def _otel_provider() -> Any:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class NullExporter(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(NullExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+# -- drivers ---------------------------------------------------------------------------------------
+
+SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": "/v1/orders/42",
+    "raw_path": b"/v1/orders/42",
+    "query_string": b"expand=items",
+    "headers": REQUEST_HEADERS,
+    "client": ("10.1.2.3", 41234),
+    "server": ("10.1.3.4", 8080),
+    "root_path": "",
+}
+
+
+def asgi_driver(app: Any, n: int) -> Callable[[], float]:
+    """Returns a callable running n requests, giving µs of wall time per request."""
+    loop = asyncio.new_event_loop()
+
+    async def many() -> None:
+        for _ in range(n):
+            sent = False
+
+            async def receive() -> dict[str, Any]:
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": BODY, "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                pass
+
+            await app(dict(SCOPE), receive, send)
+
+    def go() -> float:
+        start = time.perf_counter()
+        loop.run_until_complete(many())
+        return (time.perf_counter() - start) / n * 1e6
+
+    return go
+
+
+def _environ() -> dict[str, Any]:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/v1/orders/42",
+        "QUERY_STRING": "expand=items",
+        "SERVER_NAME": "orders",
+        "SERVER_PORT": "8080",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.1.2.3",
+        "REMOTE_PORT": "41234",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(BODY),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(BODY)),
+    }
+    for name, value in REQUEST_HEADERS:
+        if name not in (b"content-type", b"content-length"):
+            environ["HTTP_" + name.decode().upper().replace("-", "_")] = value.decode()
+    return environ
+
+
+def wsgi_driver(app: Any, n: int) -> Callable[[], float]:
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    def go() -> float:
+        environs = [_environ() for _ in range(n)]  # built outside the timed loop
+        start = time.perf_counter()
+        for environ in environs:
+            result = app(environ, start_response)
+            for _ in result:
+                pass
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return (time.perf_counter() - start) / n * 1e6
+
+    return go
+
+
+def _cpu_per_exchange(driver: Callable[[], float], recorder: Recorder | None, n: int) -> float:
+    start = time.process_time()
+    driver()
+    if recorder is not None:
+        deadline = time.monotonic() + 120
+        while recorder.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.001)
+    return (time.process_time() - start) / n * 1e6
+
+
+def run(quick: bool) -> list[Figure]:
+    n = 2_000 if quick else 10_000
+    rounds = 3 if quick else 7
+    provider = _otel_provider()
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware as OtelASGI
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as OtelWSGI
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = EmbeddedBroker(Path(tmp))
+        broker.start()
+        try:
+            create_topics({"bootstrap.servers": broker.bootstrap}, ["bench.raw"], partitions=3)
+            config = RecorderConfig(
+                service_name="bench",
+                kafka_bootstrap=broker.bootstrap,
+                topic_prefix="bench",
+                queue_bytes=1 << 30,
+                flush_timeout=30,
+            )
+            held_asgi, live_asgi = _Held(config), Recorder(config)
+            held_wsgi, live_wsgi = _Held(config, recorder_name="wsgi"), Recorder(config, recorder_name="wsgi")
+            asgi = {
+                "bare": asgi_driver(starlette_app(), n),
+                "inline": asgi_driver(TrafficRecorder(starlette_app(), recorder=held_asgi), n),
+                "otel": asgi_driver(OtelASGI(starlette_app()), n),
+            }
+            wsgi = {
+                "bare": wsgi_driver(flask_app(), n),
+                "inline": wsgi_driver(TrafficRecorderWSGI(flask_app(), recorder=held_wsgi), n),
+                "otel": wsgi_driver(OtelWSGI(flask_app()), n),
+            }
+            live_asgi_driver = asgi_driver(TrafficRecorder(starlette_app(), recorder=live_asgi), n)
+            live_wsgi_driver = wsgi_driver(TrafficRecorderWSGI(flask_app(), recorder=live_wsgi), n)
+            wall_asgi = median_time(asgi, rounds)
+            wall_wsgi = median_time(wsgi, rounds)
+            for held in (held_asgi, held_wsgi):
+                held._queue = type(held._queue)()  # let go of the held records
+            cpu = median_time(
+                {
+                    "asgi_bare": lambda: _cpu_per_exchange(asgi["bare"], None, n),
+                    "asgi_live": lambda: _cpu_per_exchange(live_asgi_driver, live_asgi, n),
+                    "wsgi_bare": lambda: _cpu_per_exchange(wsgi["bare"], None, n),
+                    "wsgi_live": lambda: _cpu_per_exchange(live_wsgi_driver, live_wsgi, n),
+                },
+                rounds,
+            )
+            delivered = live_asgi.stats()["delivered"] + live_wsgi.stats()["delivered"]
+            dropped = sum(live_asgi.stats()["dropped"].values()) + sum(live_wsgi.stats()["dropped"].values())
+            live_asgi.close()
+            live_wsgi.close()
+        finally:
+            broker.stop()
+            provider.shutdown()
+
+    common = {"exchanges_per_round": n, "rounds": rounds}
+    return [
+        Figure("producer.asgi_bare_us", wall_asgi["bare"], "us", detail=common),
+        Figure(
+            "producer.asgi_inline_us",
+            wall_asgi["inline"] - wall_asgi["bare"],
+            "us",
+            target=8,
+            lower_is_better=True,
+            detail=common,
+        ),
+        Figure(
+            "producer.asgi_total_us",
+            cpu["asgi_live"] - cpu["asgi_bare"],
+            "us",
+            target=25,
+            lower_is_better=True,
+            detail={**common, "bare_cpu_us": round(cpu["asgi_bare"], 2)},
+        ),
+        Figure("producer.otel_asgi_us", wall_asgi["otel"] - wall_asgi["bare"], "us", detail=common),
+        Figure("producer.wsgi_bare_us", wall_wsgi["bare"], "us", detail=common),
+        Figure(
+            "producer.wsgi_inline_us",
+            wall_wsgi["inline"] - wall_wsgi["bare"],
+            "us",
+            target=8,
+            lower_is_better=True,
+            detail=common,
+        ),
+        Figure(
+            "producer.wsgi_total_us",
+            cpu["wsgi_live"] - cpu["wsgi_bare"],
+            "us",
+            target=25,
+            lower_is_better=True,
+            detail={**common, "bare_cpu_us": round(cpu["wsgi_bare"], 2)},
+        ),
+        Figure("producer.otel_wsgi_us", wall_wsgi["otel"] - wall_wsgi["bare"], "us", detail=common),
+        Figure("producer.records_delivered", delivered, "records", detail={"dropped": dropped}),
+    ]
