@@ -23,15 +23,17 @@ HeaderList = Sequence[Sequence[bytes]]
 _EXC_MESSAGE_LIMIT = 2000
 
 
-def _first(headers: HeaderList, name: bytes) -> bytes | None:
-    for pair in headers:
-        if pair[0].lower() == name:
-            return pair[1]
-    return None
-
-
-def _all(headers: HeaderList, name: bytes) -> list[bytes]:
-    return [pair[1] for pair in headers if pair[0].lower() == name]
+def _index(headers: HeaderList) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """First value of each header by lowercase name, and every X-Forwarded-For value, in one pass."""
+    index: dict[bytes, bytes] = {}
+    forwarded: list[bytes] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in index:
+            index[lowered] = value
+        if lowered == b"x-forwarded-for":
+            forwarded.append(value)
+    return index, forwarded
 
 
 def _text(value: bytes | None) -> str | None:
@@ -137,15 +139,16 @@ class PendingExchange:
         headers = len(self.req_headers) + len(self.resp_headers) + len(self.trailers)
         return 1024 + kept + 64 * headers + self.size_hint
 
+    @staticmethod
     def _body(
-        self, recorder: Recorder, capture: BodyCapture | None, headers: HeaderList, decoded: bool = False
+        recorder: Recorder, capture: BodyCapture | None, index: dict[bytes, bytes], decoded: bool = False
     ) -> Body:
         if capture is None:
             return blank_body()
-        content_type = _first(headers, b"content-type")
-        length = _first(headers, b"content-length")
+        content_type = index.get(b"content-type")
+        length = index.get(b"content-length")
         declared = int(length) if length is not None and length.strip().isdigit() else None
-        encoding = None if decoded else _text(_first(headers, b"content-encoding"))
+        encoding = None if decoded else _text(index.get(b"content-encoding"))
         return capture.result(recorder.policy.keeps(content_type), _text(content_type), encoding, declared)
 
     def build(self, recorder: Recorder) -> dict[str, Any]:
@@ -159,7 +162,8 @@ class PendingExchange:
             req_headers = redactor.headers(req_headers, "request", redactions)
             resp_headers = redactor.headers(resp_headers, "response", redactions)
             query = redactor.query(query, "request", redactions)
-        forwarded = _all(self.req_headers, b"x-forwarded-for")
+        req_index, forwarded = _index(self.req_headers)
+        resp_index, _ = _index(self.resp_headers)
         exc = self.exception
         return {
             "id": new_id(self.start_ns),
@@ -177,18 +181,18 @@ class PendingExchange:
             "request": {
                 "method": self.method,
                 "scheme": self.scheme,
-                "host": self.host if self.host is not None else _text(_first(self.req_headers, b"host")),
+                "host": self.host if self.host is not None else _text(req_index.get(b"host")),
                 "path": self.path,
                 "query": query,
                 "http_version": self.http_version,
                 "headers": req_headers,
-                "body": self._body(recorder, self.req_body, self.req_headers),
+                "body": self._body(recorder, self.req_body, req_index),
             },
             "response": {
                 "status": self.status,
                 "headers": resp_headers,
                 "trailers": self.trailers,
-                "body": self._body(recorder, self.resp_body, self.resp_headers, self.resp_decoded),
+                "body": self._body(recorder, self.resp_body, resp_index, self.resp_decoded),
             },
             "outcome": {
                 "kind": self.outcome,
@@ -196,7 +200,7 @@ class PendingExchange:
                 "exception_message": str(exc)[:_EXC_MESSAGE_LIMIT] if exc else None,
                 "response_started": self.response_started,
             },
-            "trace": _trace(_first(self.req_headers, b"traceparent")),
+            "trace": _trace(req_index.get(b"traceparent")),
             "traffic_class": None,
             "class_rule": None,
             "route": None,

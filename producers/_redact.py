@@ -70,21 +70,31 @@ class Redactor:
 
     def __init__(self, extra_headers: Iterable[str] = (), extra_query: Iterable[str] = ()) -> None:
         self._headers = frozenset(h.lower().encode() for h in (*_HEADERS, *extra_headers))
+        self._verdicts: dict[bytes, bool] = {}
         names = sorted({q.lower() for q in (*_QUERY, *extra_query)}, key=len, reverse=True)
+        # Cheap pre-check: does any listed name occur at all (case-insensitively)?
+        self._maybe = re.compile(b"(?i)" + b"|".join(re.escape(n.encode()) for n in names))
         # name=value pairs whose (case-insensitive, possibly percent-encoded-free) name is listed.
         self._query = re.compile(
             rb"(?i)(^|[&;])(" + b"|".join(re.escape(n.encode()) for n in names) + rb")=([^&;#]*)"
         )
 
     def sensitive(self, name: bytes) -> bool:
-        lowered = name.lower()
-        return lowered in self._headers or _HEADER_LIKE.search(lowered) is not None
+        found = self._verdicts.get(name)
+        if found is None:
+            lowered = name.lower()
+            found = lowered in self._headers or _HEADER_LIKE.search(lowered) is not None
+            if len(self._verdicts) < 4096:  # header names repeat; bound the cache against odd clients
+                self._verdicts[name] = found
+        return found
 
     def headers(self, headers: Sequence[Header], where: str, found: list[Redaction]) -> Sequence[Header]:
         """Headers with credential values replaced; the same list when there is nothing to redact."""
         out: list[Header] | None = None
+        verdicts = self._verdicts
         for i, (name, value) in enumerate(headers):
-            if not self.sensitive(name):
+            verdict = verdicts.get(name)
+            if not (self.sensitive(name) if verdict is None else verdict):
                 continue
             if out is None:
                 out = list(headers)
@@ -107,7 +117,7 @@ class Redactor:
 
     def query(self, query: bytes, where: str, found: list[Redaction]) -> bytes:
         """The raw query with listed parameters' values replaced, byte-exact elsewhere."""
-        if not query or b"=" not in query:
+        if not query or b"=" not in query or not self._maybe.search(query):
             return query
 
         def replace(match: re.Match[bytes]) -> bytes:
