@@ -66,6 +66,7 @@ class _Producer(Protocol):
     def produce(self, topic: str, value: Any = ..., key: Any = ..., *args: Any, **kwargs: Any) -> None: ...
     def poll(self, timeout: float) -> int: ...
     def flush(self, timeout: float) -> int: ...
+    def purge(self) -> None: ...
     def __len__(self) -> int: ...
 
 
@@ -115,7 +116,7 @@ class Recorder:
         self._stats = RecorderStats()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._pending_deliveries = 0
+        self._fatal = False
 
     # -- request path -----------------------------------------------------------------------
 
@@ -170,7 +171,10 @@ class Recorder:
         conf: dict[str, Any] = {
             "bootstrap.servers": self.config.kafka_bootstrap,
             "client.id": f"trafficreel-{self.config.service_name}",
-            "enable.idempotence": True,
+            # Not idempotent: a broker that restarts without its state (the embedded one, or a
+            # rebuilt cluster) leaves an idempotent producer unable to send, fatally. Duplicates
+            # from retries carry the same record id, which the sink deduplicates on.
+            "enable.idempotence": False,
             "acks": "all",
             "compression.type": "lz4",  # a fraction of zstd's CPU, which the app's process pays
             "linger.ms": 20,
@@ -185,6 +189,10 @@ class Recorder:
         return Producer(conf)
 
     def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            # e.g. a restarted broker that forgot our idempotent producer id: this producer cannot
+            # send any more; the thread replaces it.
+            self._fatal = True
         with self._lock:
             self._stats.broker_errors += 1
             first = self._stats.broker_errors == 1
@@ -230,10 +238,12 @@ class Recorder:
             ("trafficreel-service", self.config.service_name.encode()),
         ]
         while True:
+            if self._fatal:
+                producer = self._replace(producer)
             try:
                 item = self._queue.get(timeout=0.1)
             except Empty:
-                producer.poll(0)
+                self._poll(producer)
                 continue
             if item is _STOP:
                 break
@@ -251,8 +261,31 @@ class Recorder:
             headers = [*base_headers, ("trafficreel-direction", record["direction"].encode())]
             if not self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
                 self._release(len(value))
-            producer.poll(0)
+            self._poll(producer)
         self._flush(producer)
+
+    def _poll(self, producer: _Producer, timeout: float = 0) -> None:
+        """Serve delivery reports; a client error here must never end the thread."""
+        try:
+            producer.poll(timeout)
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc.args[0] if exc.args else None, "fatal", lambda: False)():
+                self._fatal = True
+            else:
+                log.warning("trafficreel: Kafka client error: %s", exc)
+
+    def _replace(self, old: _Producer) -> _Producer:
+        """Swap a producer that hit a fatal error for a new one; what it still held is dropped."""
+        self._fatal = False
+        log.warning("trafficreel: the Kafka producer hit a fatal error; starting a new one")
+        for step in (old.purge, lambda: old.flush(2)):  # purged messages report back as dropped
+            with contextlib.suppress(Exception):  # the old producer is beyond use anyway
+                step()
+        left = len(old)
+        if left:
+            with self._lock:
+                self._stats.dropped["producer_fatal"] += left
+        return self._make_producer()
 
     def _produce(
         self,
@@ -273,8 +306,11 @@ class Recorder:
             except BufferError:
                 if attempt == 0:
                     producer.poll(0.05)  # serve delivery reports to make room, once
-            except Exception:  # noqa: BLE001 - e.g. a message larger than the broker accepts
-                self._drop("produce_error")
+            except Exception as exc:  # noqa: BLE001 - e.g. a message larger than the broker accepts
+                fatal = getattr(exc.args[0] if exc.args else None, "fatal", lambda: False)()
+                if fatal:
+                    self._fatal = True
+                self._drop("producer_fatal" if fatal else "produce_error")
                 return False
         self._drop("producer_full")
         return False
