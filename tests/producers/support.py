@@ -69,7 +69,7 @@ class UvicornServer:
 
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on")
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="auto")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
