@@ -237,6 +237,7 @@ class Recorder:
             ("trafficreel-schema", fingerprint),
             ("trafficreel-service", self.config.service_name.encode()),
         ]
+        sent = 0
         while True:
             if self._fatal:
                 producer = self._replace(producer)
@@ -261,7 +262,11 @@ class Recorder:
             headers = [*base_headers, ("trafficreel-direction", record["direction"].encode())]
             if not self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
                 self._release(len(value))
-            self._poll(producer)
+            sent += 1
+            if sent % 64 == 0 or self._queue.empty():
+                self._poll(
+                    producer
+                )  # delivery reports in batches: a poll per message costs more than it serves
         self._flush(producer)
 
     def _poll(self, producer: _Producer, timeout: float = 0) -> None:

@@ -154,12 +154,19 @@ def _read_properties(path: Path) -> dict[str, str]:
     return props
 
 
+# Variables of the test suite and other tools that share the prefix.
+_OTHER_NAMES = frozenset({f"{ENV_PREFIX}TEST_BACKEND", f"{ENV_PREFIX}TEST_PREWARM"})
+
+
 def _check_env_names(environ: dict[str, str]) -> None:
     # Other parts of trafficreel (the in-app recorder) read TRAFFICREEL_* variables of their own, so
     # only names that look like a misspelt setting of this object are refused.
-    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    from trafficreel.producers import RecorderConfig
+
+    recorder = [env for env, _, _ in RecorderConfig.describe()]
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields] + recorder
     for name in environ:
-        if name.startswith(ENV_PREFIX) and name not in known:
+        if name.startswith(ENV_PREFIX) and name not in known and name not in _OTHER_NAMES:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.88)
             if close:
                 raise ConfigError(f"unknown setting {name}; did you mean {close[0]}?")

@@ -116,3 +116,25 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"| `TRAFFICREEL_{name.upper()}` |" not in readme]
     assert missing == []
+
+
+def test_readme_documents_every_recorder_setting() -> None:
+    """Every in-app recorder setting's environment variable is named in the README."""
+    from trafficreel.producers import RecorderConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [env for env, _, _ in RecorderConfig.describe() if f"`{env}`" not in readme]
+    assert missing == []
+
+
+def test_recorder_settings_are_not_mistaken_for_typos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line accepts the recorder's own variables in the same environment."""
+    from trafficreel.producers import RecorderConfig
+
+    for env, _, _ in RecorderConfig.describe():
+        monkeypatch.setenv(env, "1" if "LIMIT" in env or "BYTES" in env or "TIMEOUT" in env else "x")
+    monkeypatch.setenv("TRAFFICREEL_TAGS", "{}")
+    monkeypatch.setenv("TRAFFICREEL_KAFKA_CONFIG", "{}")
+    monkeypatch.setenv("TRAFFICREEL_ENABLED", "true")
+    monkeypatch.setenv("TRAFFICREEL_REDACT", "true")
+    load_settings()
