@@ -130,7 +130,7 @@ class PendingExchange:
         self.resp_decoded = False  # the client decoded the response body before we saw it
         # Work deferred from the request path (e.g. turning a WSGI environ into header pairs),
         # run by build() on the recorder's thread.
-        self.prepare: Callable[[], None] | None = None
+        self.prepare: Callable[[PendingExchange], None] | None = None
         self.size_hint = 0  # bytes held elsewhere until prepare() runs
 
     def size_estimate(self) -> int:
@@ -154,7 +154,8 @@ class PendingExchange:
     def build(self, recorder: Recorder) -> dict[str, Any]:
         """The Avro record (runs on the recorder's thread)."""
         if self.prepare is not None:
-            self.prepare()
+            self.prepare(self)
+            self.prepare = None
         redactions: list[Redaction] = []
         req_headers, resp_headers, query = self.req_headers, self.resp_headers, self.query
         redactor = recorder.redactor

@@ -95,6 +95,22 @@ class _TeeInput:
         return getattr(self._inner, name)  # e.g. close(), or server-specific extras
 
 
+class _Deferred:
+    """Turns the environ copy and response headers into header pairs, on the recorder's thread."""
+
+    __slots__ = ("environ", "response_headers")
+
+    def __init__(self, environ: Environ, response_headers: list[tuple[str, str]]) -> None:
+        self.environ = environ
+        self.response_headers = response_headers
+
+    def __call__(self, exchange: PendingExchange) -> None:
+        exchange.req_headers = environ_headers(self.environ)
+        exchange.resp_headers = [
+            (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.response_headers
+        ]
+
+
 class _Exchange:
     """Per-request state: start_response wrapper, response iterable wrapper, finish exactly once."""
 
@@ -118,14 +134,8 @@ class _Exchange:
         self.response_headers: list[tuple[str, str]] = []
         self.finished = False
         self.completed = False
-        exchange.prepare = self.prepare
-
-    def prepare(self) -> None:
-        """Turn the environ and response headers into header pairs (on the recorder's thread)."""
-        self.exchange.req_headers = environ_headers(self.environ)
-        self.exchange.resp_headers = [
-            (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.response_headers
-        ]
+        # No reference back to this object or the exchange: no reference cycle to leave to the GC.
+        exchange.prepare = _Deferred(environ, self.response_headers)
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -136,7 +146,7 @@ class _Exchange:
             ex.status = int(status[:3])
         except ValueError:
             ex.status = None
-        self.response_headers = headers
+        self.response_headers[:] = headers
         ex.response_started = True
         ex.resp_body = BodyCapture(self.recorder.policy.limit)
         capture = ex.resp_body
