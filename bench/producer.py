@@ -29,6 +29,7 @@ from trafficreel.producers import Recorder, RecorderConfig, TrafficRecorder, Tra
 from trafficreel.stack import EmbeddedBroker
 from trafficreel.topics import create_topics
 
+from . import _servers
 from ._harness import Figure, median_time
 
 __all__ = ["run"]
@@ -270,12 +271,15 @@ def run(quick: bool) -> list[Figure]:
             dropped = sum(live_asgi.stats()["dropped"].values()) + sum(live_wsgi.stats()["dropped"].values())
             live_asgi.close()
             live_wsgi.close()
+            server_results = _servers.server_figures(broker.bootstrap, quick)
         finally:
             broker.stop()
             provider.shutdown()
-
+    memory = _servers.memory_figures(quick)
     common = {"exchanges_per_round": n, "rounds": rounds}
     return [
+        *server_results,
+        *memory,
         Figure("producer.asgi_bare_us", wall_asgi["bare"], "us", detail=common),
         Figure(
             "producer.asgi_inline_us",
