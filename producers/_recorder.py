@@ -40,6 +40,7 @@ __all__ = ["Recorder", "RecorderStats"]
 log = logging.getLogger("trafficreel.producers")
 
 _STOP = object()
+_PAUSE = object()  # before a fork: flush, destroy the producer, end the thread; the next submit restarts
 
 
 class _OncePerMinute(logging.Filter):
@@ -106,7 +107,9 @@ class Recorder:
         self._lock = threading.Lock()
         self._reset()
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
+        os.register_at_fork(
+            before=lambda: _pause_before_fork(ref), after_in_child=lambda: _reset_after_fork(ref)
+        )
         atexit.register(_close_at_exit, ref)
 
     def _reset(self) -> None:
@@ -238,6 +241,7 @@ class Recorder:
             ("trafficreel-service", self.config.service_name.encode()),
         ]
         sent = 0
+        ending: object = _STOP
         while True:
             if self._fatal:
                 producer = self._replace(producer)
@@ -246,7 +250,8 @@ class Recorder:
             except Empty:
                 self._poll(producer)
                 continue
-            if item is _STOP:
+            if item is _STOP or item is _PAUSE:
+                ending = item
                 break
             exchange, size = item
             try:
@@ -264,10 +269,12 @@ class Recorder:
                 self._release(len(value))
             sent += 1
             if sent % 64 == 0 or self._queue.empty():
-                self._poll(
-                    producer
-                )  # delivery reports in batches: a poll per message costs more than it serves
-        self._flush(producer)
+                # Delivery reports in batches: a poll per message costs more than it serves.
+                self._poll(producer)
+        if ending is _PAUSE:
+            self._flush(producer, 1.5, "fork")
+        else:
+            self._flush(producer, self.config.flush_timeout, "shutdown")
 
     def _poll(self, producer: _Producer, timeout: float = 0) -> None:
         """Serve delivery reports; a client error here must never end the thread."""
@@ -320,28 +327,39 @@ class Recorder:
         self._drop("producer_full")
         return False
 
-    def _flush(self, producer: _Producer) -> None:
-        deadline = time.monotonic() + self.config.flush_timeout
+    def _flush(self, producer: _Producer, timeout: float, reason: str) -> None:
+        deadline = time.monotonic() + timeout
         while len(producer) and time.monotonic() < deadline:
             producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
         left = len(producer)
         if left:
             with self._lock:
-                self._stats.dropped["shutdown"] += left
-                self._stats.queue_bytes = 0
-            log.warning(
-                "trafficreel: %d records not delivered within %.1fs at shutdown",
-                left,
-                self.config.flush_timeout,
-            )
+                self._stats.dropped[reason] += left
+                if reason == "shutdown":
+                    self._stats.queue_bytes = 0  # nothing will report back any more
+            log.warning("trafficreel: %d records not delivered within %.1fs (%s)", left, timeout, reason)
 
     def _drain_dropping(self, reason: str) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if item is _STOP or item is _PAUSE:
                 return
             self._release(item[1])
             self._drop(reason)
+
+    def _pause(self, timeout: float = 2.0) -> None:
+        """Before a fork: no librdkafka threads may hold locks that the child would inherit locked.
+
+        Flush briefly and end the producer thread; its producer is destroyed with it. The parent
+        starts a new one at its next record, the child (reset after the fork) at its first.
+        """
+        with self._lock:
+            thread = self._thread
+            if thread is None or self._closed or not thread.is_alive():
+                return
+            self._thread = None
+        self._queue.put(_PAUSE)
+        thread.join(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Send what is queued (within ``flush_timeout``), then stop; later records are dropped."""
@@ -361,6 +379,12 @@ class _Topic:
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
+
+
+def _pause_before_fork(ref: weakref.ref[Recorder]) -> None:
+    recorder = ref()
+    if recorder is not None:
+        recorder._pause()
 
 
 def _reset_after_fork(ref: weakref.ref[Recorder]) -> None:

@@ -193,3 +193,33 @@ def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callabl
     )
     assert paths == sorted(b"i=%d" % i for i in range(40)), output
     assert sum(1 for m in messages if decode(m.value())["request"]["path"] == b"/prewarm") == 1
+
+
+def test_fork_with_a_live_producer(infra: Infra, new_topic: Callable[..., str]) -> None:
+    """Forking while the producer runs: it is flushed and stopped first; parent and child both deliver."""
+    prefix = _prefix(new_topic, infra)
+    recorder = Recorder(
+        RecorderConfig(service_name="forker", kafka_bootstrap=infra.bootstrap, topic_prefix=prefix)
+    )
+    recorder.submit(_exchange(1))
+    deadline = time.monotonic() + 30
+    while recorder.stats()["delivered"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = os.fork()
+    if pid == 0:  # the child: record, flush, leave without running the parent's test machinery
+        code = 1
+        try:
+            recorder.submit(_exchange(2))
+            recorder.close()
+            code = 0 if recorder.stats()["delivered"] == 1 else 2
+        finally:
+            os._exit(code)
+    recorder.submit(_exchange(3))
+    recorder.close()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert recorder.stats()["delivered"] == 2
+    paths = sorted(
+        Deserializer()(m.value())["request"]["path"] for m in _read_all(infra, f"{prefix}.raw", 2, 3)
+    )
+    assert paths == [b"/v1/items/1", b"/v1/items/2", b"/v1/items/3"]
