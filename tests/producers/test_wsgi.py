@@ -199,3 +199,25 @@ def test_exception_before_start_response_propagates() -> None:
         record["outcome"]["response_started"],
         record["response"]["status"],
     ) == ("RAISED", False, None)
+
+
+def test_file_wrapper_response_is_handed_back_unchanged() -> None:
+    """A wsgi.file_wrapper response is the very object the app returned (sendfile path kept); closing records it."""
+    from wsgiref.util import FileWrapper
+
+    returned: list[Any] = []
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", "6")])
+        wrapper = environ["wsgi.file_wrapper"](io.BytesIO(b"abcdef"))
+        returned.append(wrapper)
+        return wrapper
+
+    recorder = CapturingRecorder()
+    environ = _environ(b"") | {"wsgi.file_wrapper": FileWrapper, "REQUEST_METHOD": "GET"}
+    result = TrafficRecorderWSGI(app, recorder=recorder)(environ, lambda s, h, e=None: None)
+    assert result is returned[0]
+    assert recorder.records == []  # finished when the server closes it
+    result.close()  # type: ignore[attr-defined]
+    (record,) = recorder.records
+    assert (record["response"]["body"]["size"], record["response"]["body"]["state"]) == (6, "NOT_KEPT")
