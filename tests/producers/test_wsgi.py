@@ -221,3 +221,51 @@ def test_file_wrapper_response_is_handed_back_unchanged() -> None:
     result.close()  # type: ignore[attr-defined]
     (record,) = recorder.records
     assert (record["response"]["body"]["size"], record["response"]["body"]["state"]) == (6, "NOT_KEPT")
+
+
+def test_gunicorn_responses_are_byte_identical(infra: Any) -> None:
+    """Under gunicorn the recorded Flask app answers every request shape byte for byte like the bare one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from trafficreel.stack._processes import free_port, wait_for_port
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
+    env |= {"TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap, "TRAFFICREEL_TOPIC_PREFIX": "gunicorn-identical"}
+    procs, ports = [], []
+    try:
+        for app in ("bare", "recorded"):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "-w",
+                        "1",
+                        "-b",
+                        f"127.0.0.1:{port}",
+                        f"tests.producers.wsgi_app:{app}",
+                    ],
+                    cwd=root,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            ports.append(port)
+        for port in ports:
+            assert wait_for_port("127.0.0.1", port, time.monotonic() + 30)
+        for shape, request in sorted(REQUESTS.items()):
+            bare, recorded = (without_date(raw_request(port, request)) for port in ports)
+            assert recorded == bare, shape
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
