@@ -56,8 +56,6 @@ PUBLIC = {
         "SchemaError",
     },
     "trafficreel.stack": {
-        "BrokerEndpoint",
-        "ClickHouseEndpoint",
         "EmbeddedBroker",
         "EmbeddedClickHouse",
         "EmbeddedStack",

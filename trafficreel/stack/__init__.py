@@ -8,6 +8,6 @@ in memory only, so they are gone when it stops. ClickHouse is chDB served over C
 interface by a child process that owns the data directory; its data survives restarts.
 """
 
-from ._stack import BrokerEndpoint, ClickHouseEndpoint, EmbeddedBroker, EmbeddedClickHouse, EmbeddedStack
+from ._stack import EmbeddedBroker, EmbeddedClickHouse, EmbeddedStack
 
-__all__ = ["BrokerEndpoint", "ClickHouseEndpoint", "EmbeddedBroker", "EmbeddedClickHouse", "EmbeddedStack"]
+__all__ = ["EmbeddedBroker", "EmbeddedClickHouse", "EmbeddedStack"]

