@@ -96,20 +96,27 @@ def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
 # -- httpx ----------------------------------------------------------------------------------------
 
 
-def _httpx_start(recorder: Recorder, request: Any) -> PendingExchange:
-    url = request.url
-    body = request.content if getattr(request.stream, "__class__", type).__name__ == "ByteStream" else None
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return _start(
-        recorder,
-        request.method,
-        url.scheme,
-        request.headers.get("host", url.netloc.decode()),
-        url.raw_path,
-        list(request.headers.raw),
-        body,
-        (url.host, port),
-    )
+def _httpx_start(recorder: Recorder, request: Any) -> PendingExchange | None:
+    """The exchange for an httpx request, or None when not recorded (suppressed, or the hook failed)."""
+    if suppress_recording.get():
+        return None
+    try:
+        url = request.url
+        body = request.content if type(request.stream).__name__ == "ByteStream" else None
+        port = url.port or (443 if url.scheme == "https" else 80)
+        host = request.headers.get("host", url.netloc.decode())
+        return _start(
+            recorder,
+            request.method,
+            url.scheme,
+            host,
+            url.raw_path,
+            list(request.headers.raw),
+            body,
+            (url.host, port),
+        )
+    except Exception:  # noqa: BLE001 - a hook failure must not fail the call
+        return None
 
 
 class _HttpxTee:
@@ -170,40 +177,43 @@ def _instrument_httpx(recorder: Recorder) -> None:
 
     sync_tee, async_tee = _httpx_streams()
 
+    def respond(ex: PendingExchange | None, response: Any, tee: type) -> Any:
+        if ex is None:
+            return response
+        try:
+            _respond(recorder, ex, response.status_code, list(response.headers.raw))
+            version = response.extensions.get("http_version", b"HTTP/1.1")
+            ex.http_version = version.decode().partition("/")[2] or "1.1"
+            response.stream = tee(response.stream, recorder, ex)
+        except Exception:  # noqa: BLE001, S110 - a hook failure must not fail the call
+            pass
+        return response
+
     def sync_wrapper(original: Any) -> Any:
         @functools.wraps(original)
         def handle_request(self: Any, request: Any) -> Any:
-            if suppress_recording.get():
-                return original(self, request)
             ex = _httpx_start(recorder, request)
             try:
                 response = original(self, request)
             except BaseException as exc:
-                _finish(recorder, ex, exc=exc)
+                if ex is not None:
+                    _finish(recorder, ex, exc=exc)
                 raise
-            _respond(recorder, ex, response.status_code, list(response.headers.raw))
-            ex.http_version = (
-                response.extensions.get("http_version", b"HTTP/1.1").decode().partition("/")[2] or "1.1"
-            )
-            response.stream = sync_tee(response.stream, recorder, ex)
-            return response
+            return respond(ex, response, sync_tee)
 
         return handle_request
 
     def async_wrapper(original: Any) -> Any:
         @functools.wraps(original)
         async def handle_async_request(self: Any, request: Any) -> Any:
-            if suppress_recording.get():
-                return await original(self, request)
             ex = _httpx_start(recorder, request)
             try:
                 response = await original(self, request)
             except BaseException as exc:
-                _finish(recorder, ex, exc=exc)
+                if ex is not None:
+                    _finish(recorder, ex, exc=exc)
                 raise
-            _respond(recorder, ex, response.status_code, list(response.headers.raw))
-            response.stream = async_tee(response.stream, recorder, ex)
-            return response
+            return respond(ex, response, async_tee)
 
         return handle_async_request
 
