@@ -217,9 +217,7 @@ def _cpu_per_exchange(driver: Callable[[], float], recorder: Recorder | None, n:
     start = time.process_time()
     driver()
     if recorder is not None:
-        deadline = time.monotonic() + 120
-        while recorder.stats()["in_flight"] and time.monotonic() < deadline:
-            time.sleep(0.001)
+        recorder.wait_settled(120, poll=0.001)
     return (time.process_time() - start) / n * 1e6
 
 
@@ -280,41 +278,29 @@ def run(quick: bool) -> list[Figure]:
     return [
         *server_results,
         *memory,
-        Figure("producer.asgi_bare_us", wall_asgi["bare"], "us", detail=common),
-        Figure(
-            "producer.asgi_inline_us",
-            wall_asgi["inline"] - wall_asgi["bare"],
-            "us",
-            target=8,
-            lower_is_better=True,
-            detail=common,
+        *(
+            figure
+            for kind, wall in (("asgi", wall_asgi), ("wsgi", wall_wsgi))
+            for figure in (
+                Figure(f"producer.{kind}_bare_us", wall["bare"], "us", detail=common),
+                Figure(
+                    f"producer.{kind}_inline_us",
+                    wall["inline"] - wall["bare"],
+                    "us",
+                    target=8,
+                    lower_is_better=True,
+                    detail=common,
+                ),
+                Figure(
+                    f"producer.{kind}_total_us",
+                    cpu[f"{kind}_live"] - cpu[f"{kind}_bare"],
+                    "us",
+                    target=25,
+                    lower_is_better=True,
+                    detail={**common, "bare_cpu_us": round(cpu[f"{kind}_bare"], 2)},
+                ),
+                Figure(f"producer.otel_{kind}_us", wall["otel"] - wall["bare"], "us", detail=common),
+            )
         ),
-        Figure(
-            "producer.asgi_total_us",
-            cpu["asgi_live"] - cpu["asgi_bare"],
-            "us",
-            target=25,
-            lower_is_better=True,
-            detail={**common, "bare_cpu_us": round(cpu["asgi_bare"], 2)},
-        ),
-        Figure("producer.otel_asgi_us", wall_asgi["otel"] - wall_asgi["bare"], "us", detail=common),
-        Figure("producer.wsgi_bare_us", wall_wsgi["bare"], "us", detail=common),
-        Figure(
-            "producer.wsgi_inline_us",
-            wall_wsgi["inline"] - wall_wsgi["bare"],
-            "us",
-            target=8,
-            lower_is_better=True,
-            detail=common,
-        ),
-        Figure(
-            "producer.wsgi_total_us",
-            cpu["wsgi_live"] - cpu["wsgi_bare"],
-            "us",
-            target=25,
-            lower_is_better=True,
-            detail={**common, "bare_cpu_us": round(cpu["wsgi_bare"], 2)},
-        ),
-        Figure("producer.otel_wsgi_us", wall_wsgi["otel"] - wall_wsgi["bare"], "us", detail=common),
         Figure("producer.records_delivered", delivered, "records", detail={"dropped": dropped}),
     ]

@@ -162,6 +162,18 @@ class Recorder:
                 "in_flight": s.recorded - s.delivered - sum(s.dropped.values()),
             }
 
+    def wait_settled(self, timeout: float, poll: float = 0.01) -> bool:
+        """Wait until every record so far is delivered or dropped; False if some still are not.
+
+        For tests, benchmarks and orderly shutdowns; never call it on a request path.
+        """
+        deadline = time.monotonic() + timeout
+        while self.stats()["in_flight"]:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
     # -- background thread ------------------------------------------------------------------
 
     def _start(self) -> None:

@@ -106,9 +106,7 @@ def test_dead_broker_drops_and_counts_without_blocking() -> None:
         recorder.submit(_exchange(i))
     submit_time = time.perf_counter() - start
     assert submit_time < 1.0  # 500 submits: no waiting on the broker
-    deadline = time.monotonic() + 20
-    while recorder.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    recorder.wait_settled(20)
     recorder.close()
     stats = recorder.stats()
     assert stats["recorded"] == 500
@@ -134,9 +132,7 @@ def test_queue_bound_in_bytes_drops_the_excess() -> None:
     stats = recorder.stats()
     assert stats["dropped"].get("queue_full", 0) >= 85  # 200 KB holds fewer than ten 21 KB records in flight
     assert stats["queue_bytes"] <= 200_000
-    deadline = time.monotonic() + 15
-    while recorder.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    recorder.wait_settled(15)
     recorder.close()
     final = recorder.stats()
     assert final["queue_bytes"] == 0
