@@ -88,46 +88,56 @@ class Redactor:
                 self._verdicts[name] = found
         return found
 
-    def headers(self, headers: Sequence[Header], where: str, found: list[Redaction]) -> Sequence[Header]:
-        """Headers with credential values replaced; the same list when there is nothing to redact."""
+    def redact_value(self, name: bytes, value: bytes) -> bytes:
+        """The value of a sensitive header with its secret replaced (names and attributes kept)."""
+        lowered = name.lower()
+        if lowered == b"cookie":
+            return _cookie(value)
+        if lowered == b"set-cookie":
+            return _set_cookie(value)
+        return _keep_scheme(value)
+
+    def headers(
+        self, headers: Sequence[Header], where: str, found: list[Redaction], stage: str = "source"
+    ) -> Sequence[Header]:
+        """Headers with credential values replaced; the same list when there is nothing to redact.
+
+        Values already redacted (by an earlier stage) are left alone and not listed again.
+        """
         out: list[Header] | None = None
         verdicts = self._verdicts
         for i, (name, value) in enumerate(headers):
             verdict = verdicts.get(name)
             if not (self.sensitive(name) if verdict is None else verdict):
                 continue
+            new = self.redact_value(name, value)
+            if new == value:
+                continue
             if out is None:
                 out = list(headers)
-            lowered = name.lower()
-            if lowered == b"cookie":
-                new = _cookie(value)
-            elif lowered == b"set-cookie":
-                new = _set_cookie(value)
-            else:
-                new = _keep_scheme(value)
             out[i] = (name, new)
             found.append(
                 {
-                    "location": f"{where}.header:{lowered.decode('latin-1')}",
+                    "location": f"{where}.header:{name.lower().decode('latin-1')}",
                     "rule": "header",
-                    "stage": "source",
+                    "stage": stage,
                 }
             )
         return headers if out is None else out
 
-    def query(self, query: bytes, where: str, found: list[Redaction]) -> bytes:
+    def query(self, query: bytes, where: str, found: list[Redaction], stage: str = "source") -> bytes:
         """The raw query with listed parameters' values replaced, byte-exact elsewhere."""
         if not query or b"=" not in query or not self._maybe.search(query):
             return query
 
         def replace(match: re.Match[bytes]) -> bytes:
-            if not match.group(3):
+            if not match.group(3) or match.group(3) == MARKER:
                 return match.group(0)
             found.append(
                 {
                     "location": f"{where}.query:{match.group(2).decode('latin-1').lower()}",
                     "rule": "query",
-                    "stage": "source",
+                    "stage": stage,
                 }
             )
             return match.group(1) + match.group(2) + b"=" + MARKER
@@ -137,6 +147,8 @@ class Redactor:
 
 def _keep_scheme(value: bytes) -> bytes:
     # "Bearer abc" → "Bearer REDACTED": the scheme tells replay which credential to re-inject.
+    if value == MARKER:
+        return value
     scheme, sep, rest = value.partition(b" ")
     if sep and rest and scheme.isalpha() and len(scheme) <= 20:
         return scheme + b" " + MARKER

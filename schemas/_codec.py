@@ -40,6 +40,7 @@ _SINGLE_HEADER = 10  # magic (2) + fingerprint (8)
 _CONFLUENT_HEADER = 5  # magic (1) + schema id (4)
 _SCHEMA_ID = struct.Struct(">I")
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error)
+_DECODE_ERRORS = (ValueError, struct.error, UnicodeDecodeError, OverflowError, MemoryError)
 
 
 class TopicContext(Protocol):
@@ -133,6 +134,16 @@ class Deserializer:
             self._by_fingerprint[schema.fingerprint] = schema
 
     def __call__(self, data: bytes, ctx: TopicContext | None = None) -> Exchange:
+        writer, start = self.framing(data)
+        return self._read(data, start, writer)
+
+    def decode_framed(self, data: bytes) -> tuple[Exchange, WriterSchema, int]:
+        """The record, the schema it was written with, and where its Avro body starts in ``data``."""
+        writer, start = self.framing(data)
+        return self._read(data, start, writer), writer, start
+
+    def framing(self, data: bytes) -> tuple[WriterSchema, int]:
+        """The writer schema of framed data and the offset of its Avro body; DecodeError if unknown."""
         if not data:
             raise DecodeError("empty", "the message value is empty", data or b"")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -147,12 +158,12 @@ class Deserializer:
                     "writer's .avsc (TRAFFICREEL_SCHEMA_PATH) or use a Schema Registry",
                     data,
                 )
-            return self._read(data, _SINGLE_HEADER, writer)
+            return writer, _SINGLE_HEADER
         if data[:1] == CONFLUENT_MAGIC:
             if len(data) < _CONFLUENT_HEADER:
                 raise DecodeError("truncated", "the Confluent header is cut short", data)
             (schema_id,) = _SCHEMA_ID.unpack_from(data, 1)
-            return self._read(data, _CONFLUENT_HEADER, self._writer_by_id(schema_id, data))
+            return self._writer_by_id(schema_id, data), _CONFLUENT_HEADER
         raise DecodeError(
             "bad-magic",
             f"starts with {data[:2].hex()}, neither Avro single-object (c301) nor Confluent (00) framing",
@@ -184,18 +195,28 @@ class Deserializer:
         return writer
 
     def _read(self, data: bytes, start: int, writer: WriterSchema) -> Exchange:
-        buf = io.BytesIO(data)
-        buf.seek(start)
-        reader = None if writer.fingerprint == self.reader.fingerprint else self.reader.parsed
-        try:
-            record = schemaless_reader(buf, writer.parsed, reader)
-        except EOFError as exc:
-            raise DecodeError("truncated", f"the Avro body ends early: {exc}", data) from exc
-        except Exception as exc:
-            raise DecodeError(
-                "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data
-            ) from exc
-        rest = len(data) - buf.tell()
+        if writer.fingerprint == self.reader.fingerprint:
+            try:
+                record, end = writer.decoder(data, start)
+            except IndexError as exc:
+                raise DecodeError("truncated", "the Avro body ends early", data) from exc
+            except _DECODE_ERRORS as exc:
+                raise DecodeError(
+                    "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data
+                ) from exc
+        else:
+            buf = io.BytesIO(data)
+            buf.seek(start)
+            try:
+                record = schemaless_reader(buf, writer.parsed, self.reader.parsed)
+            except EOFError as exc:
+                raise DecodeError("truncated", f"the Avro body ends early: {exc}", data) from exc
+            except Exception as exc:
+                raise DecodeError(
+                    "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data
+                ) from exc
+            end = buf.tell()
+        rest = len(data) - end
         if rest:
             raise DecodeError("malformed", f"{rest} unexpected bytes after the Avro body", data)
         return cast(Exchange, record)

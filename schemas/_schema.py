@@ -16,6 +16,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from ._decoder import Decoder, compile_decoder
 from ._encoder import Encoder, compile_encoder
 
 __all__ = [
@@ -85,6 +86,11 @@ class WriterSchema:
     def encoder(self) -> Encoder:
         """The compiled binary encoder of this schema (see ``_encoder``); built on first use."""
         return compile_encoder(_strip_logical_types(self.json), memo_fields=frozenset({"source"}))
+
+    @functools.cached_property
+    def decoder(self) -> Decoder:
+        """The compiled binary decoder of data written with this schema (see ``_decoder``)."""
+        return compile_decoder(_strip_logical_types(self.json))
 
     @property
     def text(self) -> str:

@@ -1,0 +1,114 @@
+"""Redaction in the stream: planted secrets leave no trace, clean records are left alone."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+
+from trafficreel.schemas import Exchange
+from trafficreel.streams import StreamRedactor
+
+from .support import exchange
+
+REDACTOR = StreamRedactor()
+CARD = b"4111 1111 1111 1111"  # Luhn-valid test number
+SECRETS = [b"hunter2", b"ghp_plantedtoken123", b"s3cr3t-nested", b"bob@example.com", CARD, b"abcdefghijklmnop"]
+
+
+def _with_body(record: Exchange, part: str, data: bytes, content_type: str = "application/json", encoding: str | None = None, state: str = "COMPLETE") -> Exchange:
+    record[part]["body"].update(  # type: ignore[literal-required]
+        data=data, size=len(data), sha256=hashlib.sha256(data).digest(), content_type=content_type,
+        content_encoding=encoding, state=state,
+    )
+    return record
+
+
+def _planted() -> Exchange:
+    record = exchange()
+    body = (
+        b'{"user": "bob", "password": "hunter2", "profile": {"github_token": "ghp_plantedtoken123"},'
+        b' "note": "write to bob@example.com, card 4111 1111 1111 1111"}'
+    )
+    _with_body(record, "request", body)
+    _with_body(record, "response", gzip.compress(b'{"creds": {"client_secret": "s3cr3t-nested"}, "x": "Bearer abcdefghijklmnop"}'), encoding="gzip")
+    record["request"]["query"] = b"page=2&access_token=hunter2&contact=bob%40example.com"
+    return record
+
+
+def _all_bytes(record: Exchange) -> bytes:
+    req, resp = record["request"], record["response"]
+    parts = [req["query"], req["body"]["data"] or b"", gzip.decompress(resp["body"]["data"]) if resp["body"]["data"] else b""]
+    parts += [h["value"] for h in [*req["headers"], *resp["headers"]]]
+    return b"\n".join(parts)
+
+
+def test_planted_secrets_are_gone_and_listed() -> None:
+    """JSON keys at any depth, bearer tokens, cards, e-mails and query tokens are replaced and listed."""
+    record = _planted()
+    assert REDACTOR.redact(record) is True
+    text = _all_bytes(record)
+    assert [s for s in SECRETS if s in text] == []
+    listed = {(r["location"], r["rule"]) for r in record["redactions"]}
+    assert {
+        ("request.body:json:password", "json-key"),
+        ("request.body:json:github_token", "json-key"),
+        ("request.body", "email"),
+        ("request.body", "card"),
+        ("response.body:json:client_secret", "json-key"),
+        ("response.body", "bearer"),
+        ("request.query:access_token", "query"),
+        ("request.query", "email"),
+    } <= listed
+    assert all(r["stage"] == "stream" for r in record["redactions"])
+    # The changed bodies describe what is now kept, so no digest of a secret goes on.
+    body = record["request"]["body"]
+    assert body["sha256"] == hashlib.sha256(body["data"] or b"").digest() and body["size"] == len(body["data"] or b"")
+    assert b'"user": "bob"' in (body["data"] or b"")  # the rest is untouched, formatting included
+
+
+def test_clean_records_are_unchanged() -> None:
+    """A record with nothing to redact comes out identical, with no redactions listed."""
+    record = exchange()
+    before = repr(record)
+    assert REDACTOR.redact(record) is False
+    assert repr(record) == before
+
+
+def test_a_second_pass_finds_nothing_new() -> None:
+    """Redacting twice lists each redaction once (values already redacted are not redacted again)."""
+    record = _planted()
+    REDACTOR.redact(record)
+    count = len(record["redactions"])
+    assert REDACTOR.redact(record) is False
+    assert len(record["redactions"]) == count
+
+
+def test_luhn_invalid_numbers_and_long_numbers_stay() -> None:
+    """Order numbers are not cards: only Luhn-valid 13–19 digit numbers standing alone are redacted."""
+    record = _with_body(exchange(), "request", b'{"order": "4111 1111 1111 1112", "ts": 17800000000000000001}')
+    assert REDACTOR.redact(record) is False
+
+
+def test_uninspectable_bodies_are_withheld() -> None:
+    """A text body in an encoding the stream cannot read, or a truncated JSON with a secret object, loses its bytes."""
+    brotli = _with_body(exchange(), "request", b"\x8b\x03\x80secret", encoding="br")
+    truncated = _with_body(exchange(), "request", b'{"a": 1, "secret": {"k": "v", "more": "', state="TRUNCATED")
+    for record in (brotli, truncated):
+        assert REDACTOR.redact(record) is True
+        assert record["request"]["body"]["data"] is None
+        assert record["request"]["body"]["state"] == "NOT_KEPT"
+        assert record["redactions"][-1]["rule"].startswith("withheld:")
+
+
+def test_headers_are_redacted_again_when_the_recorder_did_not() -> None:
+    """Credential headers from a recorder with redaction off are redacted in the stream."""
+    record = exchange(headers={"authorization": "Bearer abc.def.ghi", "x-api-key": "k-123", "accept": "*/*"})
+    assert REDACTOR.redact(record) is True
+    values = {h["name"]: h["value"] for h in record["request"]["headers"]}
+    assert values == {b"authorization": b"Bearer REDACTED", b"x-api-key": b"REDACTED", b"accept": b"*/*"}
+
+
+def test_binary_bodies_are_not_searched() -> None:
+    """Bodies of binary types are left as they are (they are digest-only at source anyway)."""
+    record = _with_body(exchange(), "request", b"password=hunter2", content_type="application/octet-stream")
+    assert REDACTOR.redact(record) is False
