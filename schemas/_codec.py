@@ -198,8 +198,8 @@ class Deserializer:
         if writer.fingerprint == self.reader.fingerprint:
             try:
                 record, end = writer.decoder(data, start)
-            except IndexError as exc:
-                raise DecodeError("truncated", "the Avro body ends early", data) from exc
+            except (IndexError, EOFError) as exc:
+                raise DecodeError("truncated", f"the Avro body ends early: {exc}", data) from exc
             except _DECODE_ERRORS as exc:
                 raise DecodeError(
                     "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data

@@ -6,8 +6,8 @@ compiled form reads the same bytes into the same dicts several times faster; a p
 that it returns what fastavro returns. It reads data written with the schema it was compiled from;
 records written with another schema version go through fastavro's schema resolution instead.
 
-``decode(data, pos) -> (value, end)``. Malformed or cut-short data raises ``IndexError``,
-``ValueError``, ``struct.error`` or ``UnicodeDecodeError``, which the codec turns into
+``decode(data, pos) -> (value, end)``. Cut-short data raises ``IndexError`` or ``EOFError``;
+malformed data ``ValueError``, ``struct.error`` or ``UnicodeDecodeError``. The codec turns them into
 ``DecodeError``.
 """
 
@@ -41,7 +41,9 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _short(wanted: int, got: int) -> None:
-    raise ValueError(f"expected {wanted} bytes, {got} left")
+    if wanted < 0:
+        raise ValueError(f"negative length {wanted}")
+    raise EOFError(f"expected {wanted} bytes, {got} left")
 
 
 class _Compiler:
@@ -154,7 +156,9 @@ class _Compiler:
             self.emit(depth + 2, f"{count} = -{count}")
             # Every item takes at least one byte here, so a count beyond the data is malformed
             # (and must not loop for ages).
-            self.emit(depth + 1, f"if {count} > len(data) - pos: raise ValueError('block count beyond the data')")
+            self.emit(
+                depth + 1, f"if {count} > len(data) - pos: raise ValueError('block count beyond the data')"
+            )
             self.emit(depth + 1, f"for _ in range({count}):")
             if kind == "array":
                 self.value(schema["items"], item, depth + 2, namespace)

@@ -90,7 +90,9 @@ class Rule:
 
     def compile(self) -> _Compiled:
         if self.direction not in (None, "inbound", "outbound"):
-            raise ValueError(f"rule {self.name!r}: direction must be inbound or outbound, not {self.direction!r}")
+            raise ValueError(
+                f"rule {self.name!r}: direction must be inbound or outbound, not {self.direction!r}"
+            )
         paths = []
         if self.path is not None:
             paths.append(re.compile(glob_to_regex(self.path)))
@@ -126,9 +128,7 @@ class _Compiled:
         request = record["request"]
         if self.methods and request["method"].upper() not in self.methods:
             return False
-        if self.hosts is not None and not (
-            self.hosts.match(view.host) or self.hosts.match(view.bare_host)
-        ):
+        if self.hosts is not None and not (self.hosts.match(view.host) or self.hosts.match(view.bare_host)):
             return False
         if self.rule.api_server_host and not view.is_api_server:
             return False

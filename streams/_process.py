@@ -105,7 +105,12 @@ class Processor:
         if tuple(f["name"] for f in fields[first:]) != _TAIL_FIELDS:
             raise ValueError("the stream fields must be the last fields of the exchange schema")
         self._tail = compile_encoder(
-            {"type": "record", "name": "Tail", "namespace": schema.json.get("namespace"), "fields": fields[first:]}
+            {
+                "type": "record",
+                "name": "Tail",
+                "namespace": schema.json.get("namespace"),
+                "fields": fields[first:],
+            }
         )
         self._schema = schema
         self._headers: dict[str, bytes] = {}

@@ -60,7 +60,9 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
 }
 _BEARER = re.compile(rb"(?i)^(bearer)(\s+)")
-_TEXT_MEDIA = re.compile(r"^(text/.*|application/(.*[+/])?(json|xml|x-www-form-urlencoded|graphql|javascript|x-ndjson|yaml))$")
+_TEXT_MEDIA = re.compile(
+    r"^(text/.*|application/(.*[+/])?(json|xml|x-www-form-urlencoded|graphql|javascript|x-ndjson|yaml))$"
+)
 _JSON_MEDIA = re.compile(r"^application/(.*\+)?json$|^application/x-ndjson$")
 _JSON_KEY_VALUE = re.compile(
     rb'"((?:[^"\\]|\\.){1,128})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*|true|false|null|[\[{])'
@@ -92,13 +94,15 @@ def _card(match: re.Match[bytes]) -> bool:
     return _luhn(re.sub(rb"[ -]", b"", match.group(0)).decode())
 
 
-_NUMBER_CHARS = frozenset(b"0123456789-" [i : i + 1] for i in range(11))
+_NUMBER_CHARS = frozenset(b"0123456789-"[i : i + 1] for i in range(11))
 
 
 def _key_alternation(keys: Iterable[str]) -> str:
     """One regex alternation for lowercased text, matching each key with or without - _ . inside."""
     words = sorted({k.lower().replace("-", "").replace("_", "").replace(".", "") for k in keys})
-    kept = [w for w in words if w and not any(o != w and o in w for o in words)]  # "token" covers "access_token"
+    kept = [
+        w for w in words if w and not any(o != w and o in w for o in words)
+    ]  # "token" covers "access_token"
     return "|".join("[-_.]?".join(re.escape(ch) for ch in word) for word in kept)
 
 
@@ -162,7 +166,8 @@ class StreamRedactor:
     def _maybe_pattern(self, text: bytes) -> bool:
         lowered = text.lower()
         return any(
-            self._gates[name](text, lowered) and pattern.search(text) for name, pattern in self._patterns.items()
+            self._gates[name](text, lowered) and pattern.search(text)
+            for name, pattern in self._patterns.items()
         )
 
     # -- the record ---------------------------------------------------------------------------
@@ -175,7 +180,7 @@ class StreamRedactor:
             pairs = [(h["name"], h["value"]) for h in headers]
             redacted = self.source.headers(pairs, where, found, stage="stream")
             if redacted is not pairs:
-                part["headers"] = [{"name": n, "value": v} for n, v in redacted]  # type: ignore[typeddict-item]
+                part["headers"] = [{"name": n, "value": v} for n, v in redacted]
         query = request["query"]
         if query:
             query = self.source.query(query, "request", found, stage="stream")
@@ -213,19 +218,20 @@ class StreamRedactor:
         if not self._maybe(text):
             return
         before = len(found)
-        new: bytes | None = text
         if _JSON_MEDIA.match(media) or text[:1] in (b"{", b"["):
-            new = self._json(text, body["state"] == "COMPLETE", where, found)
-            if new is None:
+            cleaned = self._json(text, body["state"] == "COMPLETE", where, found)
+            if cleaned is None:
                 self._withhold(body, where, "json-nested", found)
                 return
-        new = self._text(new, where, found)
+            text = cleaned
+        text = self._text(text, where, found)
         if len(found) == before:
             return
-        body["data"] = codec[1](new) if codec is not None else new
+        data = codec[1](text) if codec is not None else text
+        body["data"] = data
         if body["state"] == "COMPLETE":
-            body["size"] = len(body["data"])
-            body["sha256"] = hashlib.sha256(body["data"]).digest()
+            body["size"] = len(data)
+            body["sha256"] = hashlib.sha256(data).digest()
         else:
             body["sha256"] = None
 
@@ -280,7 +286,9 @@ class StreamRedactor:
                 if self._sensitive_key(key) and value is not None and value != MARKER.decode():
                     if key not in seen:
                         seen.add(key)
-                        found.append({"location": f"{where}:json:{key}", "rule": "json-key", "stage": "stream"})
+                        found.append(
+                            {"location": f"{where}:json:{key}", "rule": "json-key", "stage": "stream"}
+                        )
                     out[key] = MARKER.decode()
                 else:
                     out[key] = self._walk(value, where, seen, found)

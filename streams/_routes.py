@@ -66,7 +66,9 @@ class RouteNormaliser:
     ``"*"``, for every service), else the heuristics."""
 
     def __init__(self, templates: Mapping[str, Iterable[str]] | None = None) -> None:
-        self._templates = {service: [_Template(t) for t in items] for service, items in (templates or {}).items()}
+        self._templates = {
+            service: [_Template(t) for t in items] for service, items in (templates or {}).items()
+        }
         self._cache: dict[tuple[str, bytes], str] = {}
 
     def route(self, service: str, path: bytes) -> str:

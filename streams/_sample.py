@@ -27,7 +27,7 @@ __all__ = ["CapStore", "Decision", "Sampler", "SamplingPolicy", "head_hash"]
 class CapStore(Protocol):
     """Where cap counts live: ``store[key] -> [window, count]``; a dict or a faust table."""
 
-    def get(self, key: str, default: list[int] | None = None, /) -> list[int] | None: ...
+    def get(self, key: str, /) -> list[int] | None: ...
     def __setitem__(self, key: str, value: list[int], /) -> None: ...
 
 
@@ -71,7 +71,7 @@ class Sampler:
 
     def __init__(self, policy: SamplingPolicy | None = None, store: CapStore | None = None) -> None:
         self.policy = policy or SamplingPolicy()
-        self.store: CapStore = store if store is not None else _DictStore()
+        self.store: CapStore = _DictStore() if store is None else store
 
     def decide(self, record: Exchange, traffic_class: str, route: str) -> Decision:
         policy = self.policy

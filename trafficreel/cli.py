@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +28,7 @@ from trafficreel import __version__
 from trafficreel.schemas import ConfluentRegistry, Deserializer, WriterSchema, exchange_schema
 
 from .config import Settings, load_settings, stack_env_path
-from .errors import StackError, TrafficreelError
+from .errors import ConfigError, StackError, TrafficreelError
 from .logs import configure_logging, get_logger
 from .render import jsonable, summary_line
 from .tail import Position, read_topic
@@ -435,6 +436,104 @@ def tail(
             sys.stdout.flush()
     if bad:
         raise typer.Exit(3)
+
+
+# -- stream -------------------------------------------------------------------------------------
+
+
+@app.command()
+def stream(
+    ctx: typer.Context,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML rules file: classes, route templates, redaction, sampling, outputs "
+            "[env TRAFFICREEL_STREAM_RULES]."
+        ),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Consumer group shared by the workers [env TRAFFICREEL_STREAM_GROUP].")
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(help="Records per batch [env TRAFFICREEL_STREAM_BATCH].", min=1)
+    ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of /metrics, /live and /ready; 0 turns it off [env TRAFFICREEL_HEALTH_PORT]."
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Check the settings and the rules file, print them, and exit.")
+    ] = False,
+) -> None:
+    """Run a stream worker: classify, normalise, redact and sample the raw topic into class topics.
+
+    Reads <prefix>.raw as the consumer group, writes <prefix>.business, .k8s-api, .probe, .scrape
+    (as the rules file's outputs say) and puts what it cannot read into <prefix>.dlq with the reason.
+    Start more workers with the same group to share the partitions. Stop with Ctrl-C or SIGTERM.
+
+    Example: trafficreel stream --rules rules.yaml
+    """
+    settings = _settings(ctx)
+    updates = {
+        k: v
+        for k, v in {
+            "stream_rules": rules,
+            "stream_group": group,
+            "stream_batch": batch,
+            "health_port": health_port,
+        }.items()
+        if v is not None
+    }
+    if updates:
+        settings = settings.model_copy(update=updates)
+    with _reported():
+        from trafficreel.streams import load_rules
+        from trafficreel.streams.app import StreamWorker
+
+        loaded = load_rules(settings.stream_rules)
+        try:
+            worker = StreamWorker(settings, loaded)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    if check:
+        table = Table("class", "topic", box=box.SIMPLE_HEAD)
+        for cls, topic in sorted(worker.outputs.items()):
+            table.add_row(cls, topic or "(dropped)")
+        out.print(
+            f"input {worker.input_topic}, dead letters {worker.dlq_topic}, group {settings.stream_group}"
+        )
+        out.print(table)
+        out.print(
+            "rules, in order: "
+            + ", ".join(f"{r.name}->{r.traffic_class}" for r in worker.processor.classifier.rules)
+            + ", default->business"
+        )
+        return
+    _run_worker(worker, settings)
+
+
+def _run_worker(worker: Any, settings: Settings) -> None:
+    import faust
+
+    from trafficreel.health import HealthServer
+
+    health = None
+    if settings.health_port:
+        with _reported():
+            try:
+                health = HealthServer(worker.readiness, port=settings.health_port).start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve /metrics and /ready on port {settings.health_port}: {exc.strerror}; "
+                    "set TRAFFICREEL_HEALTH_PORT (0 turns it off)"
+                ) from exc
+    try:
+        faust.Worker(worker.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    finally:
+        if health is not None:
+            health.stop()
 
 
 # -- version ------------------------------------------------------------------------------------

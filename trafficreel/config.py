@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Data of the embedded stack (ClickHouse tables, logs)."
     )
+    stream_rules: Path | None = Field(
+        None,
+        description="YAML rules file of the stream worker (classes, routes, redaction, sampling, outputs).",
+    )
+    stream_group: str = Field(
+        "trafficreel-stream", description="Consumer group (faust app id) of the stream workers."
+    )
+    stream_batch: int = Field(1000, ge=1, description="Records the stream worker processes per batch.")
+    health_port: int = Field(
+        9464, ge=0, le=65535, description="Port of a worker's /metrics, /live and /ready endpoint (0: off)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field(
         "console", description="Log lines for people or for machines."

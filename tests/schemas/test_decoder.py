@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import exchanges
-from trafficreel.schemas import DecodeError, Deserializer, Exchange, Serializer, exchange_schema, sample_exchange
+from trafficreel.schemas import (
+    DecodeError,
+    Deserializer,
+    Exchange,
+    Serializer,
+    exchange_schema,
+    sample_exchange,
+)
 from trafficreel.schemas._decoder import compile_decoder
 
 SCHEMA = exchange_schema()
@@ -50,7 +57,11 @@ def test_random_bodies_only_raise_decode_error(body: bytes) -> None:
 
 def test_huge_block_counts_are_refused_fast() -> None:
     """An array claiming billions of items in a few bytes is malformed at once, not a long loop."""
-    schema = {"type": "record", "name": "R", "fields": [{"name": "a", "type": {"type": "array", "items": "long"}}]}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "a", "type": {"type": "array", "items": "long"}}],
+    }
     with pytest.raises(ValueError, match="beyond the data"):
         compile_decoder(schema)(b"\x80\x80\x80\x80\x10\x00", 0)
 
@@ -67,16 +78,34 @@ def test_other_types_match_fastavro() -> None:
             {"name": "d", "type": "double"},
             {"name": "b", "type": "boolean"},
             {"name": "u", "type": ["string", "null"]},
-            {"name": "m", "type": {"type": "map", "values": {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]}}},
+            {
+                "name": "m",
+                "type": {
+                    "type": "map",
+                    "values": {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]},
+                },
+            },
             {"name": "again", "type": ["null", "R"]},
             {"name": "big", "type": "long"},
         ],
     }
-    record = {"f": 1.5, "d": -2.25, "b": True, "u": None, "m": {"k": {"x": -3}, "j": {"x": 1 << 20}}, "again": {"x": 300}, "big": -(1 << 62)}
+    record = {
+        "f": 1.5,
+        "d": -2.25,
+        "b": True,
+        "u": None,
+        "m": {"k": {"x": -3}, "j": {"x": 1 << 20}},
+        "again": {"x": 300},
+        "big": -(1 << 62),
+    }
     out = io.BytesIO()
     schemaless_writer(out, parse_schema(schema), record)
     assert compile_decoder(schema)(out.getvalue(), 0) == (record, len(out.getvalue()))
     # A block with a negative count carries its byte size first (as Java writers may emit).
-    blocked = {"type": "record", "name": "B", "fields": [{"name": "a", "type": {"type": "array", "items": "int"}}]}
+    blocked = {
+        "type": "record",
+        "name": "B",
+        "fields": [{"name": "a", "type": {"type": "array", "items": "int"}}],
+    }
     data = b"\x03\x04\x02\x04\x00"  # count -2, block size 2, items 1 and 2, end of array
     assert compile_decoder(blocked)(data, 0) == ({"a": [1, 2]}, 5)

@@ -35,9 +35,7 @@ def exchange(
     record["response"]["status"] = status
     record["response"]["headers"] = [h for h in record["response"]["headers"] if h["name"] != b"set-cookie"]
     if headers is not None:
-        record["request"]["headers"] = [
-            {"name": k.encode(), "value": v.encode()} for k, v in headers.items()
-        ]
+        record["request"]["headers"] = [{"name": k.encode(), "value": v.encode()} for k, v in headers.items()]
     for key, value in changes.items():
         record[key] = value  # type: ignore[literal-required]
     return record

@@ -17,23 +17,51 @@ CLASSIFIER = Classifier()
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
-        (exchange(direction="OUTBOUND", host="kubernetes.default.svc", path=b"/version"), ("k8s-api", "k8s-api-host")),
-        (exchange(direction="OUTBOUND", host="kubernetes.default.svc.cluster.local:443", path=b"/healthz"), ("k8s-api", "k8s-api-host")),
+        (
+            exchange(direction="OUTBOUND", host="kubernetes.default.svc", path=b"/version"),
+            ("k8s-api", "k8s-api-host"),
+        ),
+        (
+            exchange(direction="OUTBOUND", host="kubernetes.default.svc.cluster.local:443", path=b"/healthz"),
+            ("k8s-api", "k8s-api-host"),
+        ),
         # The KUBERNETES_SERVICE_HOST:PORT the recorder saw (sample source: 10.96.0.1:443).
-        (exchange(direction="OUTBOUND", host="10.96.0.1:443", path=b"/api/v1/namespaces/x/pods"), ("k8s-api", "k8s-api-host")),
+        (
+            exchange(direction="OUTBOUND", host="10.96.0.1:443", path=b"/api/v1/namespaces/x/pods"),
+            ("k8s-api", "k8s-api-host"),
+        ),
         (exchange(direction="OUTBOUND", host="10.96.0.1", path=b"/livez"), ("k8s-api", "k8s-api-host")),
         (
-            exchange(direction="OUTBOUND", host="api.example.com", path=b"/x", headers={"user-agent": "OpenAPI-Generator/31.0.0/python"}),
+            exchange(
+                direction="OUTBOUND",
+                host="api.example.com",
+                path=b"/x",
+                headers={"user-agent": "OpenAPI-Generator/31.0.0/python"},
+            ),
             ("k8s-api", "k8s-api-client"),
         ),
-        (exchange(direction="OUTBOUND", host="proxy", path=b"/apis/apps/v1/namespaces/a/deployments", headers={}), ("k8s-api", "k8s-api-path")),
+        (
+            exchange(
+                direction="OUTBOUND", host="proxy", path=b"/apis/apps/v1/namespaces/a/deployments", headers={}
+            ),
+            ("k8s-api", "k8s-api-path"),
+        ),
         # Business APIs that merely look similar stay business.
-        (exchange(direction="OUTBOUND", host="users.shop", path=b"/api/v1/users/7", headers={}), ("business", "default")),
-        (exchange(direction="OUTBOUND", host="users.shop", path=b"/version", headers={}), ("business", "default")),
+        (
+            exchange(direction="OUTBOUND", host="users.shop", path=b"/api/v1/users/7", headers={}),
+            ("business", "default"),
+        ),
+        (
+            exchange(direction="OUTBOUND", host="users.shop", path=b"/version", headers={}),
+            ("business", "default"),
+        ),
         (exchange(path=b"/healthz", headers={"user-agent": "kube-probe/1.31"}), ("probe", "probe")),
         (exchange(path=b"/metrics", headers={"user-agent": "Prometheus/2.53.0"}), ("scrape", "scrape")),
         (
-            exchange(path=b"/metrics", headers={"accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}),
+            exchange(
+                path=b"/metrics",
+                headers={"accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"},
+            ),
             ("scrape", "scrape-accept"),
         ),
         (exchange(path=b"/v1/orders/1", headers={"user-agent": "curl/8"}), ("business", "default")),
@@ -77,7 +105,9 @@ def test_path_glob_stays_within_a_segment() -> None:
     """In a path glob, * matches within one segment and ** across segments."""
     from trafficreel.streams import Rule
 
-    classifier = Classifier([Rule("one", "probe", path="/a/*/c"), Rule("deep", "scrape", path="/x/**")], builtin=False)
+    classifier = Classifier(
+        [Rule("one", "probe", path="/a/*/c"), Rule("deep", "scrape", path="/x/**")], builtin=False
+    )
     assert classifier.classify(exchange(path=b"/a/b/c")) == ("probe", "one")
     assert classifier.classify(exchange(path=b"/a/b/b/c")) == ("business", "default")
     assert classifier.classify(exchange(path=b"/x/1/2/3")) == ("scrape", "deep")

@@ -40,7 +40,9 @@ def test_output_is_the_input_plus_stream_fields(record: Exchange) -> None:
     assert out["traffic_class"] and out["class_rule"] and out["route"] is not None
     assert out["sample_weight"] == 1.0
     if len(out["redactions"]) == len(record["redactions"]):
-        assert {k: v for k, v in out.items() if k not in TAIL} == {k: v for k, v in record.items() if k not in TAIL}
+        assert {k: v for k, v in out.items() if k not in TAIL} == {
+            k: v for k, v in record.items() if k not in TAIL
+        }
 
 
 def test_fast_path_is_taken_for_recorder_output() -> None:
@@ -57,7 +59,11 @@ def test_fast_path_is_taken_for_recorder_output() -> None:
     result = _process(record, Processor(StreamRules(), TOPICS, serializer=Counting()))
     assert Counting.calls == 0 and result.value is not None
     out = DESERIALIZER(result.value)
-    assert (out["traffic_class"], out["class_rule"], out["route"]) == ("business", "default", "/v1/orders/{id}")
+    assert (out["traffic_class"], out["class_rule"], out["route"]) == (
+        "business",
+        "default",
+        "/v1/orders/{id}",
+    )
     assert SERIALIZER(out) == result.value
 
 

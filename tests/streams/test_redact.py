@@ -12,13 +12,31 @@ from .support import exchange
 
 REDACTOR = StreamRedactor()
 CARD = b"4111 1111 1111 1111"  # Luhn-valid test number
-SECRETS = [b"hunter2", b"ghp_plantedtoken123", b"s3cr3t-nested", b"bob@example.com", CARD, b"abcdefghijklmnop"]
+SECRETS = [
+    b"hunter2",
+    b"ghp_plantedtoken123",
+    b"s3cr3t-nested",
+    b"bob@example.com",
+    CARD,
+    b"abcdefghijklmnop",
+]
 
 
-def _with_body(record: Exchange, part: str, data: bytes, content_type: str = "application/json", encoding: str | None = None, state: str = "COMPLETE") -> Exchange:
+def _with_body(
+    record: Exchange,
+    part: str,
+    data: bytes,
+    content_type: str = "application/json",
+    encoding: str | None = None,
+    state: str = "COMPLETE",
+) -> Exchange:
     record[part]["body"].update(  # type: ignore[literal-required]
-        data=data, size=len(data), sha256=hashlib.sha256(data).digest(), content_type=content_type,
-        content_encoding=encoding, state=state,
+        data=data,
+        size=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        content_type=content_type,
+        content_encoding=encoding,
+        state=state,
     )
     return record
 
@@ -30,14 +48,23 @@ def _planted() -> Exchange:
         b' "note": "write to bob@example.com, card 4111 1111 1111 1111"}'
     )
     _with_body(record, "request", body)
-    _with_body(record, "response", gzip.compress(b'{"creds": {"client_secret": "s3cr3t-nested"}, "x": "Bearer abcdefghijklmnop"}'), encoding="gzip")
+    _with_body(
+        record,
+        "response",
+        gzip.compress(b'{"creds": {"client_secret": "s3cr3t-nested"}, "x": "Bearer abcdefghijklmnop"}'),
+        encoding="gzip",
+    )
     record["request"]["query"] = b"page=2&access_token=hunter2&contact=bob%40example.com"
     return record
 
 
 def _all_bytes(record: Exchange) -> bytes:
     req, resp = record["request"], record["response"]
-    parts = [req["query"], req["body"]["data"] or b"", gzip.decompress(resp["body"]["data"]) if resp["body"]["data"] else b""]
+    parts = [
+        req["query"],
+        req["body"]["data"] or b"",
+        gzip.decompress(resp["body"]["data"]) if resp["body"]["data"] else b"",
+    ]
     parts += [h["value"] for h in [*req["headers"], *resp["headers"]]]
     return b"\n".join(parts)
 
@@ -62,7 +89,9 @@ def test_planted_secrets_are_gone_and_listed() -> None:
     assert all(r["stage"] == "stream" for r in record["redactions"])
     # The changed bodies describe what is now kept, so no digest of a secret goes on.
     body = record["request"]["body"]
-    assert body["sha256"] == hashlib.sha256(body["data"] or b"").digest() and body["size"] == len(body["data"] or b"")
+    assert body["sha256"] == hashlib.sha256(body["data"] or b"").digest() and body["size"] == len(
+        body["data"] or b""
+    )
     assert b'"user": "bob"' in (body["data"] or b"")  # the rest is untouched, formatting included
 
 
@@ -84,15 +113,19 @@ def test_a_second_pass_finds_nothing_new() -> None:
 
 
 def test_luhn_invalid_numbers_and_long_numbers_stay() -> None:
-    """Order numbers are not cards: only Luhn-valid 13–19 digit numbers standing alone are redacted."""
-    record = _with_body(exchange(), "request", b'{"order": "4111 1111 1111 1112", "ts": 17800000000000000001}')
+    """Order numbers are not cards: only Luhn-valid 13-19 digit numbers standing alone are redacted."""
+    record = _with_body(
+        exchange(), "request", b'{"order": "4111 1111 1111 1112", "ts": 17800000000000000001}'
+    )
     assert REDACTOR.redact(record) is False
 
 
 def test_uninspectable_bodies_are_withheld() -> None:
     """A text body in an encoding the stream cannot read, or a truncated JSON with a secret object, loses its bytes."""
     brotli = _with_body(exchange(), "request", b"\x8b\x03\x80secret", encoding="br")
-    truncated = _with_body(exchange(), "request", b'{"a": 1, "secret": {"k": "v", "more": "', state="TRUNCATED")
+    truncated = _with_body(
+        exchange(), "request", b'{"a": 1, "secret": {"k": "v", "more": "', state="TRUNCATED"
+    )
     for record in (brotli, truncated):
         assert REDACTOR.redact(record) is True
         assert record["request"]["body"]["data"] is None

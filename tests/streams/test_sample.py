@@ -68,7 +68,9 @@ def test_caps_bound_hot_routes_and_weights_add_up() -> None:
 def test_a_new_window_starts_afresh() -> None:
     """Caps count per window of record start time."""
     sampler = Sampler(SamplingPolicy(cap=2, window_seconds=1, slow_ms=None))
-    first = [sampler.decide(_traced(i, f"{i:032x}"), "business", "/r") for i in range(5)]  # seeds 0-4: same second
+    first = [
+        sampler.decide(_traced(i, f"{i:032x}"), "business", "/r") for i in range(5)
+    ]  # seeds 0-4: same second
     assert [d.keep for d in first[:2]] == [True, True]
     later = _traced(5000, "e" * 32)  # sample seeds are 1 ms apart: 5 s later
     assert sampler.decide(later, "business", "/r").weight == 1.0

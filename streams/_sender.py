@@ -1,0 +1,151 @@
+"""Batches of raw messages through the processor and out to Kafka, at least once.
+
+The faust agent (and the benchmark's plain loop) hands a batch of messages to ``BatchSender.send``,
+which processes each one and produces the results with one confluent-kafka producer: class topics
+for kept records, the dead-letter topic for records that cannot be processed. ``delivered()`` then
+waits until the broker acknowledged every one of them; only after that may the input offsets be
+committed, so a crash anywhere re-reads the batch rather than lose it. A re-read batch yields the
+same record ids, which the sink absorbs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+
+from ._process import DeadLetter, Processed, Processor, dead_letter_headers
+
+__all__ = ["BatchSender", "BatchTally", "DeliveryError", "Message"]
+
+
+class DeliveryError(Exception):
+    """The broker did not take some output records; the batch must not be committed."""
+
+
+@dataclass(slots=True)
+class Message:
+    """The parts of a consumed Kafka message the stream needs."""
+
+    value: bytes | None
+    key: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+@dataclass
+class BatchTally:
+    """What one batch did, for metrics and logs."""
+
+    read: int = 0
+    out: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dlq: Counter[str] = field(default_factory=Counter)
+
+
+class BatchSender:
+    """``send(batch)`` then ``delivered()``; one instance per worker."""
+
+    def __init__(self, processor: Processor, producer_config: dict[str, Any], dlq_topic: str) -> None:
+        self.processor = processor
+        self.dlq_topic = dlq_topic
+        config = {
+            "acks": "all",
+            # Not idempotent: a broker that loses its state (the embedded one) would leave an
+            # idempotent producer fatally stuck; duplicates carry the same id and the sink absorbs them.
+            "enable.idempotence": False,
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+            "message.timeout.ms": 300_000,
+            **producer_config,
+        }
+        self._config = config
+        self._made: Producer | None = None
+        self._failed: list[str] = []
+
+    @property
+    def _producer(self) -> Producer:
+        # Made on first use: checking a configuration must not connect anywhere.
+        if self._made is None:
+            self._made = Producer(self._config)
+        return self._made
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._failed.append(f"{msg.topic()}: {err}")
+
+    def send(self, batch: Iterable[Message]) -> BatchTally:
+        """Process and produce a batch (without waiting for the broker)."""
+        tally = BatchTally()
+        process, produce, on_delivery = self.processor.process, self._produce, self._on_delivery
+        for message in batch:
+            tally.read += 1
+            result = process(message.value, message.topic)
+            if isinstance(result, Processed):
+                if result.topic is None:
+                    tally.dropped[(result.traffic_class, result.reason)] += 1
+                    continue
+                headers = [*(message.headers or ()), ("trafficreel-class", result.traffic_class.encode())]
+                produce(result.topic, result.value, message.key, headers, message.timestamp_ms, on_delivery)
+                tally.out[(result.traffic_class, result.reason)] += 1
+            else:
+                self._dead_letter(message, result)
+                tally.dlq[result.reason] += 1
+        self._producer.poll(0)
+        return tally
+
+    def _dead_letter(self, message: Message, letter: DeadLetter) -> None:
+        headers = dead_letter_headers(
+            message.headers, letter, message.topic, message.partition, message.offset
+        )
+        self._produce(
+            self.dlq_topic, message.value, message.key, headers, message.timestamp_ms, self._on_delivery
+        )
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | list[tuple[str, bytes | None]],
+        timestamp_ms: int | None,
+        on_delivery: Any,
+    ) -> None:
+        kwargs: dict[str, Any] = {"headers": headers, "on_delivery": on_delivery}
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self._producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let deliveries drain it
+
+    def delivered(self, timeout: float = 300.0) -> None:
+        """Block until every record sent so far is acknowledged; ``DeliveryError`` if any was refused."""
+        deadline = time.monotonic() + timeout
+        while len(self._producer):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeliveryError(
+                    f"{len(self._producer)} output records not acknowledged within {timeout:.0f}s"
+                )
+            try:
+                self._producer.flush(min(left, 1.0))
+            except KafkaException as exc:
+                raise DeliveryError(str(exc)) from exc
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise DeliveryError(f"{len(failed)} output records refused, e.g. {failed[0]}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._made is not None:
+            self._made.flush(timeout)

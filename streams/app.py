@@ -1,0 +1,230 @@
+"""The faust-streaming worker: ``trafficreel stream``, or ``faust -A trafficreel.streams.app worker``.
+
+One agent reads ``<prefix>.raw`` in batches (``stream.take_events``), runs each record through the
+``Processor`` and sends the results with a confluent-kafka producer: class topics, and the
+dead-letter topic for what cannot be processed. A batch's input offsets are acknowledged to faust
+only after the broker acknowledged every output of the batch, so the worker is at-least-once: a
+crash re-reads at most the uncommitted batches, and their records keep their ids, which the sink
+deduplicates on.
+
+Route caps live in a faust table (changelog-backed, so counts survive restarts and rebalances).
+Its keys carry the input partition, and each key's changelog partition is that partition, so a
+worker owns exactly the counts of the partitions it consumes; each partition gets an equal share
+of the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import ssl
+import time
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from trafficreel.config import Settings, load_settings
+from trafficreel.logs import get_logger
+
+from ._config import StreamRules, load_rules
+from ._process import Processor
+from ._sender import BatchSender, DeliveryError, Message
+from .metrics import StreamMetrics
+
+__all__ = ["CLASS_TOPICS", "StreamWorker", "build_app", "faust_credentials"]
+
+log = get_logger("trafficreel.streams")
+
+# The built-in classes and their topics (short names, prefixed by the settings).
+CLASS_TOPICS = {"business": "business", "k8s-api": "k8s-api", "probe": "probe", "scrape": "scrape"}
+_KEY_SEP = "\x1f"
+
+
+def faust_credentials(kafka_config: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
+    """faust (aiokafka) credentials from the librdkafka properties the other clients use."""
+    protocol = str(kafka_config.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka_config.get("ssl.ca.location"))
+        if kafka_config.get("ssl.certificate.location"):
+            context.load_cert_chain(
+                kafka_config["ssl.certificate.location"],
+                kafka_config.get("ssl.key.location"),
+                kafka_config.get("ssl.key.password"),
+            )
+    if protocol == "SSL":
+        assert context is not None
+        return faust.SSLCredentials(context)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=kafka_config.get("sasl.username"),
+            password=kafka_config.get("sasl.password"),
+            mechanism=str(kafka_config.get("sasl.mechanism", "PLAIN")).upper(),
+            ssl_context=context,
+        )
+    raise ValueError(f"security.protocol {protocol!r} is not supported by the stream worker")
+
+
+class _PartitionCaps(faust.Table):  # type: ignore[type-arg]
+    """A table whose keys start with the input partition, written to that changelog partition."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        return int(str(key).split(_KEY_SEP, 1)[0])
+
+
+class _BatchStore:
+    """The sampler's cap counts: read through to the table, written back once per key per batch."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.changed: dict[str, list[int]] = {}
+
+    def get(self, key: str, /) -> list[int] | None:
+        found = self.changed.get(key)
+        if found is None:
+            found = self.table.get(key)
+        return list(found) if found is not None else None
+
+    def __setitem__(self, key: str, value: list[int], /) -> None:
+        self.changed[key] = value
+
+    def flush(self) -> None:
+        for key, value in self.changed.items():
+            self.table[key] = value
+        self.changed.clear()
+
+
+class StreamWorker:
+    """The app, its agent and what they share; ``build_app()`` returns ``worker.app``."""
+
+    def __init__(self, settings: Settings, rules: StreamRules | None = None) -> None:
+        self.settings = settings
+        self.rules = rules if rules is not None else load_rules(settings.stream_rules)
+        kafka = settings.kafka_client_config()
+        self.app = faust.App(
+            settings.stream_group,
+            broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+            broker_credentials=faust_credentials(kafka),
+            store="memory://",  # tables are rebuilt from their changelog at start
+            web_enabled=False,  # metrics and probes are served by trafficreel.health
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=6.0,
+            broker_heartbeat_interval=1.0,
+            topic_replication_factor=settings.replication_factor,
+            topic_partitions=settings.partitions,
+            processing_guarantee="at_least_once",
+        )
+        self.input_topic = settings.topic("raw")
+        self.dlq_topic = settings.topic("dlq")
+        outputs: dict[str, str | None] = {cls: settings.topic(short) for cls, short in CLASS_TOPICS.items()}
+        outputs.update({cls: settings.topic(t) if t else None for cls, t in self.rules.outputs.items()})
+        self.outputs = outputs
+        self.raw = self.app.topic(
+            self.input_topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+        )
+        self.caps = self.app.tables.add(
+            _PartitionCaps(
+                self.app,
+                name="route-caps",
+                default=None,
+                partitions=settings.partitions,
+                beacon=self.app.tables.beacon,
+            )
+        )
+        self.metrics = StreamMetrics()
+        self.ready = False
+        self._store = _BatchStore(self.caps)
+        cap = self.rules.sampling.cap
+        policy_rules = self.rules
+        if cap is not None:
+            share = max(1, math.ceil(cap / settings.partitions))
+            policy_rules = self.rules.model_copy(
+                update={"sampling": self.rules.sampling.model_copy(update={"cap": share})}
+            )
+        self.processor = Processor(policy_rules, outputs, store=self._store)
+        self.sender = BatchSender(self.processor, kafka, self.dlq_topic)
+        self.app.agent(self.raw, name="trafficreel-process")(self._agent)
+        self.app.task(self._started)
+
+    async def _started(self) -> None:
+        self.ready = True
+        log.info(
+            "stream worker started",
+            input=self.input_topic,
+            outputs=self.outputs,
+            group=self.settings.stream_group,
+        )
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.ready:
+            return False, "starting"
+        if self.app.rebalancing:
+            return False, "rebalancing"
+        return True, f"ready: {len(self.app.consumer.assignment())} partitions assigned"
+
+    async def _agent(self, stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(self.settings.stream_batch, within=0.05):
+            started = time.perf_counter()
+            batch = [_message(event) for event in events]
+            self._store.changed.clear()
+            tally = self.sender.send(batch)
+            self._store.flush()
+            try:
+                await loop.run_in_executor(None, self.sender.delivered)
+            except DeliveryError as exc:
+                # Acknowledging this batch would lose it: stop at once, uncommitted; a restart
+                # re-reads it.
+                log.critical("output records not delivered; stopping without committing", error=str(exc))
+                os._exit(70)
+            self.metrics.add(self.input_topic, tally.read, tally.out, tally.dropped, tally.dlq)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self._lag(batch)
+
+    def _lag(self, batch: list[Message]) -> None:
+        last: dict[int, int] = {}
+        for message in batch:
+            last[message.partition] = message.offset
+        consumer = self.app.consumer
+        for partition, offset in last.items():
+            try:
+                high = consumer.highwater(faust.types.TP(self.input_topic, partition))
+            except Exception:  # noqa: BLE001, S112 - lag is best effort
+                continue
+            if high is not None:
+                self.metrics.lag.labels(self.input_topic, str(partition)).set(max(0, high - offset - 1))
+
+
+def _message(event: EventT[Any]) -> Message:
+    message = event.message
+    raw = message.headers
+    headers: list[tuple[str, bytes | None]] = list(raw.items()) if isinstance(raw, dict) else list(raw or ())  # type: ignore[arg-type]
+    timestamp = message.timestamp
+    return Message(
+        value=message.value,
+        key=message.key,
+        headers=headers,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=round(timestamp * 1000) if timestamp else None,
+    )
+
+
+def build_app(settings: Settings | None = None, rules: StreamRules | None = None) -> faust.App:
+    """The faust app for these settings (default: from the environment)."""
+    return StreamWorker(settings or load_settings(), rules).app
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A trafficreel.streams.app worker` looks up `app`: built on first access, from the
+    # environment, so importing this module has no side effects.
+    if name == "app":
+        value = build_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(name)
