@@ -115,20 +115,23 @@ class Processor:
         self._schema = schema
         self._headers: dict[str, bytes] = {}
 
-    def process(self, value: bytes | None, topic: str) -> Processed | DeadLetter:
-        """The routed record for one raw message value (``topic``: the input topic, for framing)."""
+    def process(self, value: bytes | None, topic: str, partition: int = 0) -> Processed | DeadLetter:
+        """The routed record for one raw message value, read from ``topic`` and ``partition``."""
         try:
             record, writer, start = self.deserializer.decode_framed(value or b"")
         except DecodeError as exc:
             return DeadLetter(exc.reason, str(exc), "decode")
         try:
-            return self._process(record, value or b"", writer.fingerprint == self._schema.fingerprint, start)
+            same_writer = writer.fingerprint == self._schema.fingerprint
+            return self._process(record, value or b"", same_writer, start, partition)
         except EncodeError as exc:
             return DeadLetter("encode-error", str(exc), "encode")
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             return DeadLetter("process-error", f"{type(exc).__name__}: {exc}", "process")
 
-    def _process(self, record: Exchange, data: bytes, same_writer: bool, start: int) -> Processed:
+    def _process(
+        self, record: Exchange, data: bytes, same_writer: bool, start: int, partition: int
+    ) -> Processed:
         old_tail = self._encode_tail(record) if same_writer else None
         traffic_class, rule = self.classifier.classify(record)
         service = record["source"]["service"]
@@ -136,7 +139,7 @@ class Processor:
         out_topic = self.topics[traffic_class]
         if out_topic is None:
             return Processed(None, None, traffic_class, "class", record["id"], service)
-        decision = self.sampler.decide(record, traffic_class, route)
+        decision = self.sampler.decide(record, traffic_class, route, str(partition))
         if not decision.keep:
             return Processed(None, None, traffic_class, decision.reason, record["id"], service)
         changed = self.redactor.redact(record)

@@ -73,7 +73,8 @@ class Sampler:
         self.policy = policy or SamplingPolicy()
         self.store: CapStore = _DictStore() if store is None else store
 
-    def decide(self, record: Exchange, traffic_class: str, route: str) -> Decision:
+    def decide(self, record: Exchange, traffic_class: str, route: str, scope: str = "") -> Decision:
+        """Keep or drop; ``scope`` separates cap counts (the worker passes the input partition)."""
         policy = self.policy
         if policy.keep_errors and _is_error(record):
             return Decision(True, 1.0, "error")
@@ -89,7 +90,7 @@ class Sampler:
         if policy.cap is None:
             return Decision(True, weight, "sampled")
         window = record["start_time"] // (policy.window_seconds * 1_000_000)
-        key = f"{record['source']['service']}\x1f{traffic_class}\x1f{route}"
+        key = f"{scope}\x1f{record['source']['service']}\x1f{traffic_class}\x1f{route}"
         found = self.store.get(key)
         count = found[1] + 1 if found is not None and found[0] == window else 1
         self.store[key] = [window, count]

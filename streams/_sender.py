@@ -88,7 +88,7 @@ class BatchSender:
         process, produce, on_delivery = self.processor.process, self._produce, self._on_delivery
         for message in batch:
             tally.read += 1
-            result = process(message.value, message.topic)
+            result = process(message.value, message.topic, message.partition)
             if isinstance(result, Processed):
                 if result.topic is None:
                     tally.dropped[(result.traffic_class, result.reason)] += 1

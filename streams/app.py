@@ -167,23 +167,29 @@ class StreamWorker:
         return True, f"ready: {len(self.app.consumer.assignment())} partitions assigned"
 
     async def _agent(self, stream: Any) -> None:
+        # take_events() acknowledges a batch when the loop asks for the next one, or when the loop
+        # ends for any reason. So nothing may end it between sending a batch and its delivery:
+        # an unexpected error stops the process at once (a restart re-reads the batch), and a
+        # shutdown first waits for the outputs already sent.
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(self.settings.stream_batch, within=0.05):
-            started = time.perf_counter()
-            batch = [_message(event) for event in events]
-            self._store.changed.clear()
-            tally = self.sender.send(batch)
-            self._store.flush()
-            try:
+        try:
+            async for events in stream.take_events(self.settings.stream_batch, within=0.05):
+                started = time.perf_counter()
+                batch = [_message(event) for event in events]
+                tally = self.sender.send(batch)
+                self._store.flush()
                 await loop.run_in_executor(None, self.sender.delivered)
+                self.metrics.add(self.input_topic, tally.read, tally.out, tally.dropped, tally.dlq)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                self._lag(batch)
+        except asyncio.CancelledError:
+            try:
+                self.sender.delivered(timeout=30)
             except DeliveryError as exc:
-                # Acknowledging this batch would lose it: stop at once, uncommitted; a restart
-                # re-reads it.
-                log.critical("output records not delivered; stopping without committing", error=str(exc))
-                os._exit(70)
-            self.metrics.add(self.input_topic, tally.read, tally.out, tally.dropped, tally.dlq)
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            self._lag(batch)
+                _stop_uncommitted("output records not delivered at shutdown", exc)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - see above: never let a batch be acknowledged
+            _stop_uncommitted("the stream agent failed", exc)
 
     def _lag(self, batch: list[Message]) -> None:
         last: dict[int, int] = {}
@@ -197,6 +203,11 @@ class StreamWorker:
                 continue
             if high is not None:
                 self.metrics.lag.labels(self.input_topic, str(partition)).set(max(0, high - offset - 1))
+
+
+def _stop_uncommitted(what: str, exc: BaseException) -> None:
+    log.critical(f"{what}; stopping without committing, a restart re-reads the batch", error=repr(exc))
+    os._exit(70)
 
 
 def _message(event: EventT[Any]) -> Message:
