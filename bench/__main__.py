@@ -14,7 +14,7 @@ import platform
 import sys
 from typing import Any
 
-BENCHMARKS = {"codec": "bench.codec", "producer": "bench.producer"}
+BENCHMARKS = {"codec": "bench.codec", "producer": "bench.producer", "streams": "bench.streams"}
 
 
 def _machine() -> dict[str, Any]:

@@ -94,16 +94,16 @@ def _card(match: re.Match[bytes]) -> bool:
     return _luhn(re.sub(rb"[ -]", b"", match.group(0)).decode())
 
 
-_NUMBER_CHARS = frozenset(b"0123456789-"[i : i + 1] for i in range(11))
+# A card number stands alone: not next to digits, letters or dashes (ids and hashes hold digit runs).
+_NUMBER_CHARS = frozenset(
+    bytes([c]) for c in b"0123456789-_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
-def _key_alternation(keys: Iterable[str]) -> str:
-    """One regex alternation for lowercased text, matching each key with or without - _ . inside."""
-    words = sorted({k.lower().replace("-", "").replace("_", "").replace(".", "") for k in keys})
-    kept = [
-        w for w in words if w and not any(o != w and o in w for o in words)
-    ]  # "token" covers "access_token"
-    return "|".join("[-_.]?".join(re.escape(ch) for ch in word) for word in kept)
+def _spellings(name: str) -> set[str]:
+    """A key as written with -, _, . or nothing between its parts."""
+    parts = re.split(r"[-_.]", name)
+    return {sep.join(parts) for sep in ("", "-", "_", ".")}
 
 
 def _always(text: bytes, lowered: bytes) -> bool:
@@ -156,7 +156,12 @@ class StreamRedactor:
         compiled = {name: re.compile(p.encode()) for name, p in (patterns or DEFAULT_PATTERNS).items()}
         self._patterns = compiled
         # Most bodies are clean: cheap gates decide whether the real searches run at all.
-        self._key_words = re.compile(_key_alternation((*self._keys, *_KEY_SUFFIXES)).encode())
+        words: set[str] = set()
+        for name in (*json_keys, *_KEY_SUFFIXES):
+            words.update(_spellings(name.lower()))
+        # Finding "token" is enough for "access_token": keep only words that contain no other.
+        kept = sorted(w for w in words if not any(o != w and o in w for o in words))
+        self._key_words = re.compile("|".join(re.escape(w) for w in kept).encode())
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
     def _maybe(self, text: bytes) -> bool:
@@ -165,18 +170,19 @@ class StreamRedactor:
 
     def _maybe_pattern(self, text: bytes) -> bool:
         lowered = text.lower()
-        return any(
-            self._gates[name](text, lowered) and pattern.search(text)
-            for name, pattern in self._patterns.items()
-        )
+        gates = self._gates
+        return any(gates[name](text, lowered) and p.search(text) for name, p in self._patterns.items())
 
     # -- the record ---------------------------------------------------------------------------
 
     def redact(self, record: Exchange) -> bool:
         found: list[Redaction] = []
         request, response = record["request"], record["response"]
+        sensitive = self.source.sensitive
         for where, part in (("request", request), ("response", response)):
             headers = part["headers"]
+            if not any(sensitive(h["name"]) for h in headers):
+                continue
             pairs = [(h["name"], h["value"]) for h in headers]
             redacted = self.source.headers(pairs, where, found, stage="stream")
             if redacted is not pairs:
