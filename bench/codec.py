@@ -1,8 +1,9 @@
 """Codec: framed encode/decode of exchange records against bare fastavro on the same schema.
 
 Encoding uses the schema's compiled encoder (byte-identical to fastavro, see schemas/_encoder.py);
-target: at least 3x fastavro's schemaless writer, framing included. Decoding uses fastavro; target:
-the framing (header, fingerprint lookup, checks) costs at most 10% of fastavro's own reader.
+target: at least 3x fastavro's schemaless writer, framing included. Decoding records of the
+current schema uses the compiled decoder (schemas/_decoder.py; older writers go through fastavro's
+schema resolution); target: at least 1.3x fastavro's schemaless reader, framing included.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def run(quick: bool) -> list[Figure]:
             "codec.decode_vs_fastavro",
             dec / dec_base,
             "ratio",
-            target=0.9,
+            target=1.3,
             detail={"candidate_per_s": round(dec), "baseline_per_s": round(dec_base), **common},
         ),
     ]

@@ -28,3 +28,20 @@ def test_bench_codec_quick_json() -> None:
         assert abs(figure["value"] - figure["candidate_per_s"] / figure["baseline_per_s"]) < 0.01
         assert figure["met"] == (figure["value"] >= figure["target"])
     assert report["results"]["codec.encode_vs_fastavro"]["record_bytes_median"] > 0
+
+
+def test_bench_streams_quick_json() -> None:
+    """The streams benchmark runs a real worker and the plain loop over the same input and reports both."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "streams", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    faust, plain, ratio = (results[f"streams.{n}"] for n in ("faust_rps", "plain_rps", "ratio"))
+    assert faust["value"] > 0 and plain["value"] > 0
+    assert abs(ratio["value"] - faust["value"] / plain["value"]) < 0.01
+    assert faust["target"] == 20_000 and ratio["target"] == 0.5
