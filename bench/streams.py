@@ -139,11 +139,11 @@ def _metric(port: int, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
-def _faust(bootstrap: str, prefix: str, count: int, batch: int, log: Path) -> float:
+def _faust(bootstrap: str, prefix: str, count: int, log: Path) -> float:
     port = free_port()
     command = [
         sys.executable, "-m", "trafficreel", "--kafka-bootstrap", bootstrap, "--topic-prefix", prefix,
-        "--log-level", "WARNING", "stream", "--health-port", str(port), "--batch", str(batch),
+        "--log-level", "WARNING", "stream", "--health-port", str(port),
         "--group", f"{prefix}-faust",
     ]  # fmt: skip
     env = {**os.environ, "TRAFFICREEL_PARTITIONS": str(PARTITIONS)}
@@ -183,7 +183,7 @@ def run(quick: bool) -> list[Figure]:
             )
             _preload(broker.bootstrap, f"{prefix}.raw", _records(count))
             plain = _plain(broker.bootstrap, prefix, count, batch)
-            faust = _faust(broker.bootstrap, prefix, count, batch, Path(tmp) / "worker.log")
+            faust = _faust(broker.bootstrap, prefix, count, Path(tmp) / "worker.log")
         finally:
             broker.stop()
     detail: dict[str, Any] = {

@@ -1,10 +1,11 @@
 """The faust-streaming worker: ``trafficreel stream``, or ``faust -A trafficreel.streams.app worker``.
 
-One agent reads ``<prefix>.raw`` in batches (``stream.take_events``), runs each record through the
+A batch handler (see ``_faust_batch``: faust's per-message path costs more than all the work
+done here) takes each fetched chunk of ``<prefix>.raw``, runs its records through the
 ``Processor`` and sends the results with a confluent-kafka producer: class topics, and the
-dead-letter topic for what cannot be processed. A batch's input offsets are acknowledged to faust
-only after the broker acknowledged every output of the batch, so the worker is at-least-once: a
-crash re-reads at most the uncommitted batches, and their records keep their ids, which the sink
+dead-letter topic for what cannot be processed. A chunk's input offsets are acknowledged to faust
+only after the broker acknowledged every output of the chunk, so the worker is at-least-once: a
+crash re-reads at most the uncommitted chunks, and their records keep their ids, which the sink
 deduplicates on.
 
 Route caps live in a faust table (changelog-backed, so counts survive restarts and rebalances).
@@ -20,15 +21,16 @@ import math
 import os
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT
 
 from trafficreel.config import Settings, load_settings
 from trafficreel.logs import get_logger
 
 from ._config import StreamRules, load_rules
+from ._faust_batch import BatchApp, install
 from ._process import Processor
 from ._sender import BatchSender, DeliveryError, Message
 from .metrics import StreamMetrics
@@ -105,7 +107,8 @@ class StreamWorker:
         self.settings = settings
         self.rules = rules if rules is not None else load_rules(settings.stream_rules)
         kafka = settings.kafka_client_config()
-        self.app = faust.App(
+        install()
+        self.app = BatchApp(
             settings.stream_group,
             broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
             broker_credentials=faust_credentials(kafka),
@@ -114,6 +117,10 @@ class StreamWorker:
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=6.0,
             broker_heartbeat_interval=1.0,
+            broker_rebalance_timeout=6.0,
+            # Commit by time: a bulk acknowledgement of a whole chunk must not commit every time.
+            broker_commit_every=100_000,
+            broker_commit_interval=2.8,
             topic_replication_factor=settings.replication_factor,
             topic_partitions=settings.partitions,
             processing_guarantee="at_least_once",
@@ -147,7 +154,7 @@ class StreamWorker:
             )
         self.processor = Processor(policy_rules, outputs, store=self._store)
         self.sender = BatchSender(self.processor, kafka, self.dlq_topic)
-        self.app.agent(self.raw, name="trafficreel-process")(self._agent)
+        self.app.batch_agent(self.raw)(self._handle)
         self.app.task(self._started)
 
     async def _started(self) -> None:
@@ -166,30 +173,31 @@ class StreamWorker:
             return False, "rebalancing"
         return True, f"ready: {len(self.app.consumer.assignment())} partitions assigned"
 
-    async def _agent(self, stream: Any) -> None:
-        # take_events() acknowledges a batch when the loop asks for the next one, or when the loop
-        # ends for any reason. So nothing may end it between sending a batch and its delivery:
-        # an unexpected error stops the process at once (a restart re-reads the batch), and a
-        # shutdown first waits for the outputs already sent.
-        loop = asyncio.get_running_loop()
+    async def _handle(self, records: Sequence[Any]) -> None:
+        """One fetched chunk of one partition (aiokafka ConsumerRecords, in offset order)."""
+        # The chunk is acknowledged when this returns. Nothing may return early between sending
+        # and delivery: an unexpected error stops the process at once (a restart re-reads the
+        # chunk), and a cancelled wait (shutdown) still waits for what was sent.
+        started = time.perf_counter()
         try:
-            async for events in stream.take_events(self.settings.stream_batch, within=0.05):
-                started = time.perf_counter()
-                batch = [_message(event) for event in events]
-                tally = self.sender.send(batch)
-                self._store.flush()
-                await loop.run_in_executor(None, self.sender.delivered)
-                self.metrics.add(self.input_topic, tally.read, tally.out, tally.dropped, tally.dlq)
-                self.metrics.batch_seconds.observe(time.perf_counter() - started)
-                self._lag(batch)
+            batch = [
+                Message(r.value, r.key, r.headers, r.topic, r.partition, r.offset, r.timestamp)
+                for r in records
+            ]
+            tally = self.sender.send(batch)
+            self._store.flush()
+            await asyncio.get_running_loop().run_in_executor(None, self.sender.delivered)
         except asyncio.CancelledError:
             try:
                 self.sender.delivered(timeout=30)
             except DeliveryError as exc:
                 _stop_uncommitted("output records not delivered at shutdown", exc)
             raise
-        except BaseException as exc:  # noqa: BLE001 - see above: never let a batch be acknowledged
-            _stop_uncommitted("the stream agent failed", exc)
+        except BaseException as exc:  # noqa: BLE001 - see above: never let a chunk be acknowledged
+            _stop_uncommitted("the stream handler failed", exc)
+        self.metrics.add(self.input_topic, tally.read, tally.out, tally.dropped, tally.dlq)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._lag(batch)
 
     def _lag(self, batch: list[Message]) -> None:
         last: dict[int, int] = {}
@@ -208,22 +216,6 @@ class StreamWorker:
 def _stop_uncommitted(what: str, exc: BaseException) -> None:
     log.critical(f"{what}; stopping without committing, a restart re-reads the batch", error=repr(exc))
     os._exit(70)
-
-
-def _message(event: EventT[Any]) -> Message:
-    message = event.message
-    raw = message.headers
-    headers: list[tuple[str, bytes | None]] = list(raw.items()) if isinstance(raw, dict) else list(raw or ())  # type: ignore[arg-type]
-    timestamp = message.timestamp
-    return Message(
-        value=message.value,
-        key=message.key,
-        headers=headers,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=round(timestamp * 1000) if timestamp else None,
-    )
 
 
 def build_app(settings: Settings | None = None, rules: StreamRules | None = None) -> faust.App:

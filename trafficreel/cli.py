@@ -454,9 +454,6 @@ def stream(
     group: Annotated[
         str | None, typer.Option(help="Consumer group shared by the workers [env TRAFFICREEL_STREAM_GROUP].")
     ] = None,
-    batch: Annotated[
-        int | None, typer.Option(help="Records per batch [env TRAFFICREEL_STREAM_BATCH].", min=1)
-    ] = None,
     health_port: Annotated[
         int | None,
         typer.Option(
@@ -481,7 +478,6 @@ def stream(
         for k, v in {
             "stream_rules": rules,
             "stream_group": group,
-            "stream_batch": batch,
             "health_port": health_port,
         }.items()
         if v is not None

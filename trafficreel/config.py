@@ -98,7 +98,6 @@ class Settings(BaseSettings):
     stream_group: str = Field(
         "trafficreel-stream", description="Consumer group (faust app id) of the stream workers."
     )
-    stream_batch: int = Field(1000, ge=1, description="Records the stream worker processes per batch.")
     health_port: int = Field(
         9464, ge=0, le=65535, description="Port of a worker's /metrics, /live and /ready endpoint (0: off)."
     )

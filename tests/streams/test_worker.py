@@ -122,8 +122,8 @@ def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(infra, tmp_
     ids = {r["id"] for r in records}
     values = [(r["id"].encode(), SERIALIZER(r)) for r in records]
     with (
-        running(infra.bootstrap, prefix, tmp_path, partitions=6, extra=["--batch", "100"]) as first,
-        running(infra.bootstrap, prefix, tmp_path, partitions=6, extra=["--batch", "100"]) as second,
+        running(infra.bootstrap, prefix, tmp_path, partitions=6) as first,
+        running(infra.bootstrap, prefix, tmp_path, partitions=6) as second,
     ):
         first.wait_ready()
         second.wait_ready()
