@@ -100,12 +100,6 @@ _NUMBER_CHARS = frozenset(
 )
 
 
-def _spellings(name: str) -> set[str]:
-    """A key as written with -, _, . or nothing between its parts."""
-    parts = re.split(r"[-_.]", name)
-    return {sep.join(parts) for sep in ("", "-", "_", ".")}
-
-
 def _always(text: bytes, lowered: bytes) -> bool:
     return True
 
@@ -115,7 +109,12 @@ _GATES: dict[str, Callable[[bytes, bytes], bool]] = {
     "bearer": lambda text, lowered: b"bearer" in lowered,
     "jwt": lambda text, lowered: b"eyJ" in text,
     "email": lambda text, lowered: b"@" in text or b"%40" in text,
+    "card": lambda text, lowered: len(text) - len(text.translate(None, b"0123456789")) >= 13,
 }
+
+
+def _squeeze(text: bytes) -> bytes:
+    return text.translate(None, b"-_.")
 
 
 def _media(content_type: str | None) -> str:
@@ -156,17 +155,17 @@ class StreamRedactor:
         compiled = {name: re.compile(p.encode()) for name, p in (patterns or DEFAULT_PATTERNS).items()}
         self._patterns = compiled
         # Most bodies are clean: cheap gates decide whether the real searches run at all.
-        words: set[str] = set()
-        for name in (*json_keys, *_KEY_SUFFIXES):
-            words.update(_spellings(name.lower()))
-        # Finding "token" is enough for "access_token": keep only words that contain no other.
+        # Key names are looked for with separators squeezed out ("api_key", "api-key" → "apikey"),
+        # and "token" is enough for "access_token": only words containing no other are kept.
+        words = {_squeeze(name.lower().encode()) for name in (*json_keys, *_KEY_SUFFIXES)}
         kept = sorted(w for w in words if not any(o != w and o in w for o in words))
-        self._key_words = re.compile("|".join(re.escape(w) for w in kept).encode())
+        self._key_words = re.compile(b"|".join(re.escape(w) for w in kept))
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
     def _maybe(self, text: bytes) -> bool:
         """Whether a listed key or any pattern may occur in ``text``."""
-        return self._key_words.search(text.lower()) is not None or self._maybe_pattern(text)
+        squeezed = _squeeze(text.lower())
+        return self._key_words.search(squeezed) is not None or self._maybe_pattern(text)
 
     def _maybe_pattern(self, text: bytes) -> bool:
         lowered = text.lower()
