@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from trafficreel.codec import deserializer, serializer
 from trafficreel.config import Settings, load_settings
 from trafficreel.logs import get_logger
 
@@ -103,7 +105,9 @@ class _BatchStore:
 class StreamWorker:
     """The app, its agent and what they share; ``build_app()`` returns ``worker.app``."""
 
-    def __init__(self, settings: Settings, rules: StreamRules | None = None) -> None:
+    def __init__(
+        self, settings: Settings, rules: StreamRules | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.rules = rules if rules is not None else load_rules(settings.stream_rules)
         kafka = settings.kafka_client_config()
@@ -142,7 +146,13 @@ class StreamWorker:
                 beacon=self.app.tables.beacon,
             )
         )
-        self.metrics = StreamMetrics()
+        if registry is None:  # one registry per worker: the process's own metrics plus the stream's
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.registry = registry
+        self.metrics = StreamMetrics(registry)
         self.ready = False
         self._store = _BatchStore(self.caps)
         cap = self.rules.sampling.cap
@@ -152,7 +162,13 @@ class StreamWorker:
             policy_rules = self.rules.model_copy(
                 update={"sampling": self.rules.sampling.model_copy(update={"cap": share})}
             )
-        self.processor = Processor(policy_rules, outputs, store=self._store)
+        self.processor = Processor(
+            policy_rules,
+            outputs,
+            serializer=serializer(settings),
+            deserializer=deserializer(settings),
+            store=self._store,
+        )
         self.sender = BatchSender(self.processor, kafka, self.dlq_topic)
         self.app.batch_agent(self.raw)(self._handle)
         self.app.task(self._started)

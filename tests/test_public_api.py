@@ -109,6 +109,10 @@ PUBLIC = {
         "load_rules",
         "normalise_path",
     },
+    "trafficreel.streams.app": {"CLASS_TOPICS", "StreamWorker", "build_app", "faust_credentials"},
+    "trafficreel.streams.metrics": {"StreamMetrics"},
+    "trafficreel.health": {"HealthServer", "Readiness"},
+    "trafficreel.codec": {"deserializer", "serializer"},
     "trafficreel.topics": {
         "TOPIC_NAMES",
         "PartitionInfo",

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trafficreel import __version__
-from trafficreel.schemas import ConfluentRegistry, Deserializer, WriterSchema, exchange_schema
+from trafficreel.schemas import Deserializer, exchange_schema
 
 from .config import Settings, load_settings, stack_env_path
 from .errors import ConfigError, StackError, TrafficreelError
@@ -337,14 +337,9 @@ class OutputFormat(StrEnum):
 
 
 def _deserializer(settings: Settings) -> Deserializer:
-    registry = None
-    if settings.schema_registry_url:
-        registry = ConfluentRegistry(settings.schema_registry_url, **settings.schema_registry_config)
-    decoder = Deserializer(registry=registry)
-    for directory in settings.schema_path:
-        for path in sorted(Path(directory).glob("*.avsc")):
-            decoder.add_writer(WriterSchema.from_file(path))
-    return decoder
+    from .codec import deserializer
+
+    return deserializer(settings)
 
 
 @app.command()
@@ -519,7 +514,9 @@ def _run_worker(worker: Any, settings: Settings) -> None:
     if settings.health_port:
         with _reported():
             try:
-                health = HealthServer(worker.readiness, port=settings.health_port).start()
+                health = HealthServer(
+                    worker.readiness, port=settings.health_port, registry=worker.registry
+                ).start()
             except OSError as exc:
                 raise ConfigError(
                     f"cannot serve /metrics and /ready on port {settings.health_port}: {exc.strerror}; "

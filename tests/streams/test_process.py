@@ -123,3 +123,22 @@ def test_every_class_needs_an_output() -> None:
     rules = StreamRules.model_validate({"rules": [{"name": "x", "class": "internal", "path": "/i"}]})
     with pytest.raises(ValueError, match="outputs:"):
         Processor(rules, TOPICS)
+
+
+def test_registry_framing_in_and_out() -> None:
+    """With a Schema Registry, outputs are Confluent-framed under their topic's subject, and
+    Confluent-framed input is read back."""
+    from trafficreel.schemas import ConfluentRegistry
+
+    registry = ConfluentRegistry("mock://streams-test")
+    processor = Processor(
+        StreamRules(),
+        TOPICS,
+        serializer=Serializer(registry=registry),
+        deserializer=Deserializer(registry=registry),
+    )
+    first = _process(exchange(path=b"/v1/orders/1"), processor)
+    assert first.value is not None and first.value[:1] == b"\x00"
+    again = processor.process(first.value, "t.business")
+    assert isinstance(again, Processed) and again.value == first.value
+    assert Deserializer(registry=registry)(first.value)["route"] == "/v1/orders/{id}"
