@@ -27,8 +27,8 @@ from rich.table import Table
 from trafficreel import __version__
 from trafficreel.schemas import Deserializer, exchange_schema
 
-from .config import Settings, load_settings, stack_env_path
-from .errors import ConfigError, StackError, TrafficreelError
+from .config import Settings, load_settings, mask_dsn, stack_env_path
+from .errors import ClickHouseError, ConfigError, StackError, TrafficreelError
 from .logs import configure_logging, get_logger
 from .render import jsonable, summary_line
 from .tail import Position, read_topic
@@ -527,6 +527,145 @@ def _run_worker(worker: Any, settings: Settings) -> None:
     finally:
         if health is not None:
             health.stop()
+
+
+# -- sink and query -----------------------------------------------------------------------------
+
+
+@app.command()
+def sink(
+    ctx: typer.Context,
+    topics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic", "-t", help="Topic to load, short or full name; repeatable [default: the class topics]."
+        ),
+    ] = None,
+    group: Annotated[str, typer.Option(help="Consumer group shared by the sinks.")] = "trafficreel-sink",
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of /metrics, /live and /ready; 0 turns it off [env TRAFFICREEL_HEALTH_PORT]."
+        ),
+    ] = None,
+) -> None:
+    """Load the class topics into ClickHouse's `exchanges` table, each record exactly once.
+
+    Applies the schema migrations first. Offsets are committed only after rows are inserted; a
+    restarted sink resumes after the last stored offset; records sent twice upstream are stored
+    once. Undecodable values and rows ClickHouse refuses go to <prefix>.dlq with the reason.
+    Stop with Ctrl-C or SIGTERM.
+
+    Example: trafficreel sink
+    """
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from trafficreel.clickhouse import connect
+    from trafficreel.sinks import ClickHouseSink, migrate
+
+    from .health import HealthServer
+
+    settings = _settings(ctx)
+    names = [settings.topic(t) for t in (topics or ["business", "k8s-api", "probe", "scrape"])]
+    with _reported():
+        client = connect(settings)
+        migrate(client)
+    registry = CollectorRegistry()
+    rows = Counter(
+        "trafficreel_sink_rows",
+        "Records consumed and handled (inserted, skipped as duplicates or dead-lettered).",
+        registry=registry,
+    )
+    seconds = Histogram(
+        "trafficreel_sink_batch_seconds", "Time to decode, insert and commit one batch.", registry=registry
+    )
+
+    def on_batch(count: int, elapsed: float) -> None:
+        rows.inc(count)
+        seconds.observe(elapsed)
+
+    loader = ClickHouseSink(
+        lambda: connect(settings),
+        settings.kafka_client_config(),
+        names,
+        settings.topic("dlq"),
+        group=group,
+        deserializer=_deserializer(settings),
+        on_batch=on_batch,
+    )
+    port = settings.health_port if health_port is None else health_port
+    health = None
+    if port:
+        health = HealthServer(
+            lambda: (bool(loader.assigned), f"{len(loader.assigned)} partitions assigned"),
+            port=port,
+            registry=registry,
+        ).start()
+    signal.signal(signal.SIGTERM, lambda *_: loader.stop())
+    log = get_logger("trafficreel.sinks")
+    log.info("sink started", topics=names, group=group, clickhouse=mask_dsn(settings.clickhouse_url))
+    try:
+        loader.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if health is not None:
+            health.stop()
+    log.info("sink stopped", **vars(loader.stats))
+
+
+class QueryFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def query(
+    ctx: typer.Context,
+    sql: Annotated[str, typer.Argument(help="The SQL to run (the table is `exchanges`).")],
+    output: Annotated[
+        QueryFormat, typer.Option("--format", "-f", help="table, json (one object per line) or csv.")
+    ] = QueryFormat.table,
+) -> None:
+    """Run SQL on the ClickHouse holding the records and print the result.
+
+    Example: trafficreel query "SELECT route, count() AS n FROM exchanges GROUP BY route ORDER BY n DESC"
+    """
+    import csv
+
+    from trafficreel.clickhouse import connect
+
+    settings = _settings(ctx)
+    with _reported():
+        client = connect(settings)
+        from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+
+        try:
+            result = client.query(sql)
+        except DriverError as exc:
+            raise ClickHouseError(f"the query failed: {str(exc).splitlines()[0][:2000]}") from exc
+    names = list(result.column_names)
+    if output is QueryFormat.json:
+        for row in result.result_rows:
+            out.print_json(json.dumps(jsonable(dict(zip(names, row, strict=True)))), indent=None)
+    elif output is QueryFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        for row in result.result_rows:
+            writer.writerow([_cell(v) for v in row])
+    else:
+        table = Table(*names, box=box.SIMPLE_HEAD)
+        for row in result.result_rows:
+            table.add_row(*(_cell(v) for v in row))
+        out.print(table)
+        out.print(f"{len(result.result_rows)} rows")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return "" if value is None else str(value)
 
 
 # -- version ------------------------------------------------------------------------------------

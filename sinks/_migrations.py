@@ -1,0 +1,101 @@
+"""The ClickHouse schema as versioned migrations, applied at start.
+
+Each migration is a list of statements, each idempotent (``IF NOT EXISTS``), recorded in
+``schema_migrations`` once applied. Two sinks starting together may both run a migration: the
+statements are idempotent and the record of it is a ReplacingMergeTree row, so that is harmless.
+
+The main table, ``exchanges``, holds everything a faithful replay needs (raw path and query bytes,
+headers in order with duplicates, kept bodies, encodings, body states) and the Kafka coordinates
+of the record it came from:
+
+- ``PARTITION BY toDate(start_time)`` (daily), ``ORDER BY (service, traffic_class, route,
+  start_time, id)``: per-service, per-class, per-route time ranges read little;
+- ``ReplacingMergeTree``: a record stored twice (same id, hence same sort key) collapses at the
+  next merge; the sink already keeps duplicates out (see ``_sink``), this is the last safety net;
+- headers as ``Array(Tuple(name String, value String))``: order and duplicates kept, filterable
+  with ``arrayExists``; bodies ``ZSTD``-compressed; bloom-filter skip indexes on id and trace id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "Migration", "exchanges_ddl"]
+
+_BODY = """
+    {p}_body_data Nullable(String) CODEC(ZSTD(3)),
+    {p}_body_size UInt64,
+    {p}_body_sha256 Nullable(FixedString(32)),
+    {p}_body_content_type LowCardinality(Nullable(String)),
+    {p}_body_content_encoding LowCardinality(Nullable(String)),
+    {p}_body_declared_length Nullable(UInt64),
+    {p}_body_state LowCardinality(String),"""
+
+
+def exchanges_ddl(ttl_days: int | None = None) -> str:
+    ttl = f"\nTTL toDateTime(start_time) + INTERVAL {int(ttl_days)} DAY" if ttl_days else ""
+    return f"""
+CREATE TABLE IF NOT EXISTS exchanges
+(
+    id UUID,
+    start_time DateTime64(6, 'UTC'),
+    duration_us UInt64,
+    direction LowCardinality(String),
+    service LowCardinality(String),
+    service_version LowCardinality(Nullable(String)),
+    pod LowCardinality(Nullable(String)),
+    namespace LowCardinality(Nullable(String)),
+    node LowCardinality(Nullable(String)),
+    container_id Nullable(String),
+    k8s_api_host LowCardinality(Nullable(String)),
+    recorder LowCardinality(Nullable(String)),
+    remote_address Nullable(String),
+    remote_port Nullable(UInt16),
+    local_address Nullable(String),
+    local_port Nullable(UInt16),
+    forwarded_for Nullable(String),
+    method LowCardinality(String),
+    scheme LowCardinality(String),
+    host Nullable(String),
+    path String,
+    query String,
+    http_version LowCardinality(String),
+    request_headers Array(Tuple(name String, value String)),{_BODY.format(p="request")}
+    status Nullable(UInt16),
+    response_headers Array(Tuple(name String, value String)),
+    response_trailers Array(Tuple(name String, value String)),{_BODY.format(p="response")}
+    outcome LowCardinality(String),
+    exception_type Nullable(String),
+    exception_message Nullable(String),
+    response_started Bool,
+    trace_id Nullable(String),
+    span_id Nullable(String),
+    trace_sampled Nullable(Bool),
+    traffic_class LowCardinality(String),
+    class_rule LowCardinality(String),
+    route LowCardinality(String),
+    sample_weight Float64,
+    redactions Array(Tuple(location String, rule String, stage String)),
+    tags Map(String, String),
+    kafka_topic LowCardinality(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64,
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX idx_id id TYPE bloom_filter GRANULARITY 4,
+    INDEX idx_trace trace_id TYPE bloom_filter GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toDate(start_time)
+ORDER BY (service, traffic_class, route, start_time, id){ttl}
+SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "exchanges table", (exchanges_ddl(),)),)

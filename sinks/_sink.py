@@ -1,0 +1,335 @@
+"""The sink: class topics → ClickHouse, every record exactly once, whatever crashes.
+
+Records are batched per partition (by rows, bytes and age) and inserted with clickhouse-connect;
+the Kafka offset is committed only after the insert succeeded. Three things keep a record from
+being stored twice:
+
+1. The rows carry their Kafka coordinates. When partitions are assigned, the sink reads the
+   highest stored offset of each from ClickHouse and starts after it if that is past the committed
+   offset — a sink killed between insert and commit does not insert the batch again.
+2. A batch never spans two days (the table's partitions), so each insert writes one part:
+   atomically there or not. Each insert also carries a deduplication token from its
+   topic/partition/offset range, so an identical retry is dropped by ClickHouse itself.
+3. A record sent twice upstream (a stream worker that crashed re-sends its chunk: same id, new
+   offset) is filtered out before insert by looking its id up in the same time range (bloom-filter
+   index on id). ReplacingMergeTree collapses anything that still slips through.
+
+ClickHouse unreachable or failing: the partition's batch is retried with capped exponential
+backoff (tenacity) while consuming pauses; nothing is committed meanwhile. A row ClickHouse
+refuses is found by inserting the failed batch row by row, goes to the dead-letter topic with the
+reason, and the rest lands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
+
+from trafficreel.logs import get_logger
+from trafficreel.schemas import DecodeError, Deserializer, Exchange
+from trafficreel.streams._process import DeadLetter, dead_letter_headers
+from trafficreel.streams._sender import Message
+
+from ._migrations import MIGRATIONS
+from ._rows import COLUMNS, Columns, day_of
+
+__all__ = ["ClickHouseSink", "SinkStats", "migrate"]
+
+log = get_logger("trafficreel.sinks")
+
+
+def migrate(client: Any) -> list[int]:
+    """Apply pending migrations; returns the versions applied now."""
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, description String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            client.command(statement)
+        client.insert(
+            "schema_migrations", [[migration.version, migration.description]], ["version", "description"]
+        )
+        applied.append(migration.version)
+        log.info("applied migration", version=migration.version, description=migration.description)
+    return applied
+
+
+@dataclass
+class SinkStats:
+    rows_inserted: int = 0
+    batches_inserted: int = 0
+    duplicates_skipped: int = 0
+    retries: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    topic: str
+    partition: int
+    started: float
+    messages: list[Message] = field(default_factory=list)
+    size: int = 0
+
+
+def _message(raw: KafkaMessage) -> Message:
+    given = raw.headers() or []
+    pairs = list(given.items()) if isinstance(given, dict) else list(given)
+    return Message(
+        value=raw.value(),
+        key=raw.key(),
+        headers=[(k, v if isinstance(v, bytes) or v is None else str(v).encode()) for k, v in pairs],
+        topic=raw.topic() or "",
+        partition=raw.partition() or 0,
+        offset=raw.offset() or 0,
+        timestamp_ms=raw.timestamp()[1],
+    )
+
+
+def _transient(exc: BaseException) -> bool:
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    return isinstance(exc, (OperationalError, OSError)) or (
+        isinstance(exc, DatabaseError) and "TOO_MANY_PARTS" in str(exc)
+    )
+
+
+class ClickHouseSink:
+    """Consume ``topics`` as ``group`` and load them into ClickHouse; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        kafka_config: dict[str, Any],
+        topics: list[str],
+        dlq_topic: str,
+        *,
+        group: str = "trafficreel-sink",
+        deserializer: Deserializer | None = None,
+        batch_rows: int = 5000,
+        batch_bytes: int = 16 << 20,
+        batch_seconds: float = 1.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._client_factory = client_factory
+        self.client = client_factory()
+        self.topics = topics
+        self.dlq_topic = dlq_topic
+        self.deserializer = deserializer or Deserializer()
+        self.batch_rows, self.batch_bytes, self.batch_seconds = batch_rows, batch_bytes, batch_seconds
+        self.stats = SinkStats()
+        self._on_batch = on_batch
+        self._stop = threading.Event()
+        self.assigned: set[tuple[str, int]] = set()
+        self._consumer = Consumer(
+            {
+                **kafka_config,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "max.poll.interval.ms": 600_000,
+            }
+        )
+        self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
+        self._batches: dict[tuple[str, int], _Batch] = {}
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._stored_offsets({p.topic for p in partitions})
+        committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        for p in partitions:
+            after = stored.get((p.topic, p.partition))
+            have = committed.get((p.topic, p.partition), -1001)
+            if after is not None and after + 1 > have:
+                p.offset = after + 1  # inserted but not committed before a crash: skip it
+                log.info(
+                    "resuming after the last stored offset",
+                    topic=p.topic,
+                    partition=p.partition,
+                    offset=p.offset,
+                )
+            self.assigned.add((p.topic, p.partition))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self._flush(self._batches.pop((p.topic, p.partition), None))
+            self.assigned.discard((p.topic, p.partition))
+        consumer.unassign()
+
+    def _stored_offsets(self, topics: set[str]) -> dict[tuple[str, int], int]:
+        rows = self._retry(
+            lambda: (
+                self.client.query(
+                    "SELECT kafka_topic, kafka_partition, max(kafka_offset) FROM exchanges "
+                    "WHERE kafka_topic IN %(topics)s GROUP BY kafka_topic, kafka_partition",
+                    parameters={"topics": tuple(sorted(topics))},
+                ).result_rows
+            )
+        )
+        return {(t, int(p)): int(o) for t, p, o in rows}
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not self._stop.is_set():
+                for raw in self._consumer.consume(1000, 0.2):
+                    error = raw.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("kafka error", error=str(error))
+                        continue
+                    message = _message(raw)
+                    key = (message.topic, message.partition)
+                    batch = self._batches.get(key)
+                    if batch is None:
+                        batch = self._batches[key] = _Batch(key[0], key[1], time.monotonic())
+                    batch.messages.append(message)
+                    batch.size += len(message.value or b"")
+                    if len(batch.messages) >= self.batch_rows or batch.size >= self.batch_bytes:
+                        self._flush(self._batches.pop(key))
+                now = time.monotonic()
+                for key in [k for k, b in self._batches.items() if now - b.started >= self.batch_seconds]:
+                    self._flush(self._batches.pop(key))
+                self._producer.poll(0)
+            for key in list(self._batches):
+                self._flush(self._batches.pop(key))
+        finally:
+            self._producer.flush(30)
+            self._consumer.close()
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _flush(self, batch: _Batch | None) -> None:
+        if batch is None or not batch.messages:
+            return
+        started = time.perf_counter()
+        by_day: dict[int, list[tuple[Exchange, Message]]] = {}
+        for message in batch.messages:
+            try:
+                record = self.deserializer(message.value or b"")
+            except DecodeError as exc:
+                self._dead_letter(message, exc.reason, str(exc))
+                continue
+            by_day.setdefault(day_of(record), []).append((record, message))
+        for day in sorted(by_day):
+            self._insert_day(batch, by_day[day])
+        last = batch.messages[-1]
+        self._retry(
+            lambda: self._consumer.commit(
+                offsets=[TopicPartition(batch.topic, batch.partition, last.offset + 1)], asynchronous=False
+            )
+        )
+        if self._on_batch is not None:
+            self._on_batch(len(batch.messages), time.perf_counter() - started)
+
+    def _insert_day(self, batch: _Batch, items: list[tuple[Exchange, Message]]) -> None:
+        existing = self._existing_ids(items)
+        columns = Columns()
+        for record, message in items:
+            if record["id"] in existing:
+                self.stats.duplicates_skipped += 1
+                continue
+            existing.add(record["id"])  # a duplicate inside the batch, too
+            columns.add(record, batch.topic, batch.partition, message.offset)
+        if not len(columns):
+            return
+        first, last = items[0][1].offset, items[-1][1].offset
+        token = f"{batch.topic}:{batch.partition}:{first}-{last}:{day_of(items[0][0])}"
+        try:
+            self._retry(lambda: self._insert(columns, token))
+        except Exception as exc:  # noqa: BLE001 - a refused batch: find the refused rows
+            log.warning("ClickHouse refused a batch; inserting it row by row", error=str(exc)[:500])
+            self._insert_rows_one_by_one(columns, items, token)
+            return
+        self.stats.rows_inserted += len(columns)
+        self.stats.batches_inserted += 1
+
+    def _insert(self, columns: Columns, token: str) -> None:
+        self.client.insert(
+            "exchanges",
+            columns.data,
+            column_names=COLUMNS,
+            column_oriented=True,
+            settings={"insert_deduplicate": 1, "insert_deduplication_token": token},
+        )
+
+    def _insert_rows_one_by_one(
+        self, columns: Columns, items: list[tuple[Exchange, Message]], token: str
+    ) -> None:
+        by_id = {record["id"]: message for record, message in items}
+        for index in range(len(columns)):
+            one = columns.rows(index)
+            try:
+                self._retry(lambda one=one, index=index: self._insert(one, f"{token}:{index}"))  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001
+                self._dead_letter(by_id[one.ids[0]], "clickhouse-rejected", str(exc)[:2000])
+            else:
+                self.stats.rows_inserted += 1
+
+    def _existing_ids(self, items: list[tuple[Exchange, Message]]) -> set[str]:
+        ids = [record["id"] for record, _ in items]
+        low = min(record["start_time"] for record, _ in items)
+        high = max(record["start_time"] for record, _ in items)
+        rows = self._retry(
+            lambda: (
+                self.client.query(
+                    "SELECT toString(id) FROM exchanges WHERE start_time BETWEEN "
+                    "fromUnixTimestamp64Micro(%(low)s, 'UTC') AND fromUnixTimestamp64Micro(%(high)s, 'UTC') "
+                    "AND id IN %(ids)s",
+                    parameters={"low": low, "high": high, "ids": tuple(ids)},
+                ).result_rows
+            )
+        )
+        return {row[0] for row in rows}
+
+    def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        letter = DeadLetter(reason, detail, "sink")
+        headers = dead_letter_headers(
+            message.headers, letter, message.topic, message.partition, message.offset
+        )
+        self._producer.produce(self.dlq_topic, message.value, message.key, headers=headers)  # type: ignore[arg-type]
+        self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
+
+    def _retry(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` until it succeeds, backing off on transient failures (max.poll.interval.ms is
+        10 minutes, so a long ClickHouse outage costs the group membership, and with it nothing)."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            log.warning(
+                "retrying",
+                attempt=state.attempt_number,
+                error=str(state.outcome.exception())[:300] if state.outcome else "",
+            )
+
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            stop=stop_never,
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                return fn()
+        return None  # pragma: no cover - Retrying never ends without a result or an exception

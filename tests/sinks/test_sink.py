@@ -1,0 +1,125 @@
+"""The sink against the real broker and ClickHouse: every record once, whatever is sent again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import clickhouse_connect
+import pytest
+from confluent_kafka import Producer
+
+from tests.streams.support import exchange
+from tests.streams.workers import make_topics, read_all
+from trafficreel.schemas import Serializer
+from trafficreel.sinks import ClickHouseSink, migrate
+
+pytestmark = pytest.mark.stack
+SERIALIZER = Serializer()
+
+
+def _factory(infra: Any, database: str) -> Any:
+    host, _, port = infra.clickhouse_url.removeprefix("http://").partition(":")
+    return lambda: clickhouse_connect.get_client(
+        host=host,
+        port=int(port),
+        username=infra.clickhouse_user,
+        password=infra.clickhouse_password,
+        database=database,
+    )
+
+
+def _records(count: int, start: int = 0) -> list[Any]:
+    out = []
+    for i in range(start, start + count):
+        record = exchange(i, path=b"/v1/orders/%d" % i)
+        record.update(
+            traffic_class="business", class_rule="default", route="/v1/orders/{id}", sample_weight=1.0
+        )
+        out.append(record)
+    return out
+
+
+def _produce(bootstrap: str, topic: str, records: list[Any], extra: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for record in records:
+        producer.produce(topic, SERIALIZER(record), record["id"].encode())
+    for value in extra:
+        producer.produce(topic, value, b"bad")
+    assert producer.flush(30) == 0
+
+
+def _run_until(sink: ClickHouseSink, condition: Any, timeout: float = 60) -> None:
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert condition(), f"sink stats: {sink.stats}"
+    finally:
+        sink.stop()
+        thread.join(30)
+
+
+def test_records_land_once_even_when_sent_again(infra: Any, clickhouse: Any) -> None:
+    """Rows hold each id once: after a restart from scratch (a new group re-reading everything) and
+    after upstream duplicates (same ids at new offsets). Undecodable values go to the DLQ."""
+    prefix = make_topics(infra.bootstrap, partitions=3)
+    migrate(clickhouse)
+    assert migrate(clickhouse) == []  # idempotent
+    records = _records(300)
+    _produce(infra.bootstrap, f"{prefix}.business", records, [b"garbage"])
+    factory = _factory(infra, clickhouse.database)
+    conf = {"bootstrap.servers": infra.bootstrap}
+
+    def count() -> int:
+        return int(clickhouse.command("SELECT count() FROM exchanges"))
+
+    first = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-a")
+    _run_until(first, lambda: count() >= 300 and first.stats.dead_letters)
+    # A second sink in a new group starts from the beginning of the topic: it finds the stored
+    # offsets and skips what is already there.
+    second = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-b")
+    _produce(infra.bootstrap, f"{prefix}.business", records[:100] + _records(50, start=300))
+    _run_until(second, lambda: count() >= 350)
+    time.sleep(1.5)  # give it the chance to (wrongly) insert more
+    assert count() == 350
+    assert int(clickhouse.command("SELECT uniqExact(id) FROM exchanges")) == 350
+    assert second.stats.duplicates_skipped == 100
+    row = clickhouse.query(
+        "SELECT path, route, request_headers, kafka_topic FROM exchanges WHERE id = {id:UUID}",
+        parameters={"id": records[7]["id"]},
+    ).result_rows[0]
+    assert row[0] == b"/v1/orders/7" or row[0] == "/v1/orders/7"
+    assert row[1] == "/v1/orders/{id}" and row[3] == f"{prefix}.business"
+    # The undecodable value went to the DLQ with its reason (once per sink group that read it).
+    dead = read_all(infra.bootstrap, f"{prefix}.dlq")
+    assert dead and {
+        (m.value, m.headers["trafficreel-dlq-reason"], m.headers["trafficreel-dlq-stage"]) for m in dead
+    } == {(b"garbage", b"bad-magic", b"sink")}
+
+
+def test_query_prints_a_table_json_and_csv(infra: Any, clickhouse: Any) -> None:
+    """`trafficreel query` runs SQL on the configured ClickHouse and prints it in the asked format;
+    a bad query is a one-line error."""
+    from typer.testing import CliRunner
+
+    from trafficreel.cli import app
+
+    migrate(clickhouse)
+    url = f"{infra.clickhouse_url}/{clickhouse.database}"
+    if infra.clickhouse_password:
+        url = url.replace("://", f"://{infra.clickhouse_user}:{infra.clickhouse_password}@")
+    runner = CliRunner()
+    sql = "SELECT number AS n, toString(number * 2) AS twice FROM numbers(3)"
+    table = runner.invoke(app, ["--clickhouse-url", url, "query", sql])
+    assert table.exit_code == 0, table.output
+    assert "twice" in table.output and "3 rows" in table.output
+    as_json = runner.invoke(app, ["--clickhouse-url", url, "query", sql, "--format", "json"])
+    assert as_json.output.splitlines()[-1] == '{"n": 2, "twice": "4"}'
+    as_csv = runner.invoke(app, ["--clickhouse-url", url, "query", "SELECT count() AS c FROM exchanges", "-f", "csv"])
+    assert as_csv.output.split() == ["c", "0"]
+    bad = runner.invoke(app, ["--clickhouse-url", url, "query", "SELEKT 1"])
+    assert bad.exit_code == 1 and bad.output.startswith("error: the query failed") and "Traceback" not in bad.output
