@@ -234,14 +234,16 @@ class ClickHouseSink:
             by_day.setdefault(day_of(record), []).append((record, message))
         for day in sorted(by_day):
             self._insert_day(batch, by_day[day])
-        last = batch.messages[-1]
-        self._retry(
-            lambda: self._consumer.commit(
-                offsets=[TopicPartition(batch.topic, batch.partition, last.offset + 1)], asynchronous=False
-            )
-        )
+        self._commit(batch.topic, batch.partition, batch.messages[-1].offset + 1)
         if self._on_batch is not None:
             self._on_batch(len(batch.messages), time.perf_counter() - started)
+
+    def _commit(self, topic: str, partition: int, offset: int) -> None:
+        self._retry(
+            lambda: self._consumer.commit(
+                offsets=[TopicPartition(topic, partition, offset)], asynchronous=False
+            )
+        )
 
     def _insert_day(self, batch: _Batch, items: list[tuple[Exchange, Message]]) -> None:
         existing = self._existing_ids(items)

@@ -113,7 +113,15 @@ PUBLIC = {
     "trafficreel.streams.metrics": {"StreamMetrics"},
     "trafficreel.health": {"HealthServer", "Readiness"},
     "trafficreel.codec": {"deserializer", "serializer"},
-    "trafficreel.sinks": {"COLUMNS", "MIGRATIONS", "ClickHouseSink", "Migration", "SinkStats", "exchanges_ddl", "migrate"},
+    "trafficreel.sinks": {
+        "COLUMNS",
+        "MIGRATIONS",
+        "ClickHouseSink",
+        "Migration",
+        "SinkStats",
+        "exchanges_ddl",
+        "migrate",
+    },
     "trafficreel.topics": {
         "TOPIC_NAMES",
         "PartitionInfo",

@@ -119,7 +119,42 @@ def test_query_prints_a_table_json_and_csv(infra: Any, clickhouse: Any) -> None:
     assert "twice" in table.output and "3 rows" in table.output
     as_json = runner.invoke(app, ["--clickhouse-url", url, "query", sql, "--format", "json"])
     assert as_json.output.splitlines()[-1] == '{"n": 2, "twice": "4"}'
-    as_csv = runner.invoke(app, ["--clickhouse-url", url, "query", "SELECT count() AS c FROM exchanges", "-f", "csv"])
+    as_csv = runner.invoke(
+        app, ["--clickhouse-url", url, "query", "SELECT count() AS c FROM exchanges", "-f", "csv"]
+    )
     assert as_csv.output.split() == ["c", "0"]
     bad = runner.invoke(app, ["--clickhouse-url", url, "query", "SELEKT 1"])
-    assert bad.exit_code == 1 and bad.output.startswith("error: the query failed") and "Traceback" not in bad.output
+    assert (
+        bad.exit_code == 1
+        and bad.output.startswith("error: the query failed")
+        and "Traceback" not in bad.output
+    )
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, clickhouse: Any) -> None:
+    """Rows inserted whose offsets were never committed (the sink died in between) are not inserted
+    again by the next sink of the group: it resumes after the last stored offset."""
+
+    class DiesBeforeCommit(ClickHouseSink):
+        def _commit(self, topic: str, partition: int, offset: int) -> None:
+            raise _Crash
+
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    _produce(infra.bootstrap, f"{prefix}.business", _records(200))
+    factory, conf = _factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
+    args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
+    dying = DiesBeforeCommit(*args, group=f"{prefix}-sink")
+    with pytest.raises(_Crash):
+        dying.run()
+    stored = int(clickhouse.command("SELECT count() FROM exchanges"))
+    assert 0 < stored <= 200
+    after = ClickHouseSink(*args, group=f"{prefix}-sink")
+    _run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 200)
+    time.sleep(1)
+    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 200
+    assert after.stats.duplicates_skipped == 0  # skipped by offset, not found again by id

@@ -1,0 +1,87 @@
+"""A sink SIGKILLed mid-batch, again and again, under load: the table ends with exactly the ids produced."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from tests.streams.workers import make_topics
+from trafficreel.schemas import Serializer
+from trafficreel.sinks import migrate
+
+from .test_sink import _records
+
+pytestmark = pytest.mark.stack
+SHORT = os.environ.get("CI") is not None
+
+
+def _sink(infra: Any, prefix: str, url: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "trafficreel", "--kafka-bootstrap", infra.bootstrap, "--topic-prefix", prefix,
+        "--clickhouse-url", url, "sink", "--health-port", "0", "--group", f"{prefix}-sink",
+    ]  # fmt: skip
+    with log.open("a") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_killed_sink_loses_nothing_and_stores_nothing_twice(
+    infra: Any, clickhouse: Any, tmp_path: Path
+) -> None:
+    """Kill -9 the sink at random moments while records stream in; restart it each time. At the end
+    every produced id is in the table once."""
+    prefix = make_topics(infra.bootstrap, partitions=3)
+    migrate(clickhouse)
+    url = f"{infra.clickhouse_url}/{clickhouse.database}"
+    if infra.clickhouse_password:
+        url = url.replace("://", f"://{infra.clickhouse_user}:{infra.clickhouse_password}@")
+    total = 2000 if SHORT else 6000
+    records = _records(total)
+    serializer = Serializer()
+    done = threading.Event()
+
+    def produce() -> None:
+        producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5})
+        for i, record in enumerate(records):
+            producer.produce(f"{prefix}.business", serializer(record), record["id"].encode())
+            if i % 50 == 49:
+                producer.poll(0)
+                time.sleep(0.02)  # a steady stream: about 2,500 records/s
+        producer.flush(30)
+        done.set()
+
+    feeder = threading.Thread(target=produce, daemon=True)
+    feeder.start()
+    log = tmp_path / "sink.log"
+    rng = random.Random(7)
+    kills = 3 if SHORT else 6
+    for _ in range(kills):
+        process = _sink(infra, prefix, url, log)
+        time.sleep(rng.uniform(3.0, 6.0))  # group join takes ~3 s on the embedded broker
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    feeder.join(60)
+    assert done.is_set()
+    process = _sink(infra, prefix, url, log)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if int(clickhouse.command("SELECT count() FROM exchanges")) >= total:
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # anything more would be a duplicate
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()[-3000:]
+    stored = [row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows]
+    assert len(stored) == len(set(stored)), "an id is stored twice"
+    assert set(stored) == {r["id"] for r in records}, log.read_text()[-3000:]
