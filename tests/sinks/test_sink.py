@@ -131,7 +131,7 @@ def test_query_prints_a_table_json_and_csv(infra: Any, clickhouse: Any) -> None:
     )
 
 
-class _Crash(Exception):
+class _CrashError(Exception):
     pass
 
 
@@ -141,7 +141,7 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
 
     class DiesBeforeCommit(ClickHouseSink):
         def _commit(self, topic: str, partition: int, offset: int) -> None:
-            raise _Crash
+            raise _CrashError
 
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
@@ -149,7 +149,7 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
     factory, conf = _factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
     args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
     dying = DiesBeforeCommit(*args, group=f"{prefix}-sink")
-    with pytest.raises(_Crash):
+    with pytest.raises(_CrashError):
         dying.run()
     stored = int(clickhouse.command("SELECT count() FROM exchanges"))
     assert 0 < stored <= 200
