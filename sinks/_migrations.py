@@ -98,4 +98,90 @@ class Migration:
     statements: tuple[str, ...]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "exchanges table", (exchanges_ddl(),)),)
+_ROUTE_MINUTE = (
+    """
+CREATE TABLE IF NOT EXISTS route_minute_agg
+(
+    minute DateTime('UTC'),
+    service LowCardinality(String),
+    traffic_class LowCardinality(String),
+    route LowCardinality(String),
+    requests AggregateFunction(count),
+    weighted_requests AggregateFunction(sum, Float64),
+    errors AggregateFunction(sum, UInt64),
+    latency_us AggregateFunction(quantiles(0.5, 0.95, 0.99), UInt64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toDate(minute)
+ORDER BY (service, traffic_class, route, minute)
+""",
+    """
+CREATE MATERIALIZED VIEW IF NOT EXISTS route_minute_mv TO route_minute_agg AS
+SELECT
+    toStartOfMinute(start_time) AS minute,
+    service,
+    traffic_class,
+    route,
+    countState() AS requests,
+    sumState(sample_weight) AS weighted_requests,
+    sumState(toUInt64(coalesce(status, 0) >= 500 OR outcome != 'COMPLETED')) AS errors,
+    quantilesState(0.5, 0.95, 0.99)(duration_us) AS latency_us
+FROM exchanges
+GROUP BY minute, service, traffic_class, route
+""",
+    """
+CREATE VIEW IF NOT EXISTS route_minute AS
+SELECT
+    minute, service, traffic_class, route,
+    countMerge(requests) AS requests,
+    sumMerge(weighted_requests) AS weighted_requests,
+    sumMerge(errors) AS errors,
+    quantilesMerge(0.5, 0.95, 0.99)(latency_us) AS latency_us
+FROM route_minute_agg
+GROUP BY minute, service, traffic_class, route
+""",
+)
+# Kubernetes verbs from HTTP: a GET with watch=true is a watch; the resource is the path segment
+# after the (group/)version and the optional namespaces/<ns>.
+_K8S_API = """
+CREATE VIEW IF NOT EXISTS k8s_api_calls AS
+SELECT
+    toStartOfMinute(start_time) AS minute,
+    service,
+    pod,
+    if(method = 'GET' AND match(query, '(^|&)watch=(1|true)'), 'watch', lower(method)) AS verb,
+    extract(path, '^/apis?/(?:[^/]+/)?v[0-9][a-z0-9]*/(?:namespaces/[^/]+/)?([^/?]+)') AS resource,
+    count() AS calls,
+    sum(sample_weight) AS weighted_calls,
+    countIf(coalesce(status, 0) >= 400 OR outcome != 'COMPLETED') AS failures,
+    quantile(0.99)(duration_us) AS p99_us
+FROM exchanges
+WHERE traffic_class = 'k8s-api'
+GROUP BY minute, service, pod, verb, resource
+"""
+_REMOTES = """
+CREATE VIEW IF NOT EXISTS top_remote_addresses AS
+SELECT service, remote_address, count() AS requests, sum(sample_weight) AS weighted_requests,
+       min(start_time) AS first_seen, max(start_time) AS last_seen
+FROM exchanges
+WHERE direction = 'INBOUND' AND remote_address IS NOT NULL
+GROUP BY service, remote_address
+ORDER BY requests DESC
+"""
+_BODIES = """
+CREATE VIEW IF NOT EXISTS body_kept_share AS
+SELECT service, part, state, count() AS bodies,
+       round(count() / sum(count()) OVER (PARTITION BY service, part), 4) AS share
+FROM exchanges
+ARRAY JOIN ['request', 'response'] AS part, [request_body_state, response_body_state] AS state
+GROUP BY service, part, state
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "exchanges table", (exchanges_ddl(),)),
+    Migration(
+        2,
+        "views: route_minute, k8s_api_calls, top_remote_addresses, body_kept_share",
+        (*_ROUTE_MINUTE, _K8S_API, _REMOTES, _BODIES),
+    ),
+)

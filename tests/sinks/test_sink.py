@@ -158,3 +158,65 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
     time.sleep(1)
     assert int(clickhouse.command("SELECT count() FROM exchanges")) == 200
     assert after.stats.duplicates_skipped == 0  # skipped by offset, not found again by id
+
+
+def test_views_answer_the_documented_questions(infra: Any, clickhouse: Any) -> None:
+    """Per-minute route aggregates, Kubernetes API calls per pod/verb/resource, top remote
+    addresses and the share of bodies kept, over records loaded by the sink."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    business = _records(30)
+    for i, record in enumerate(business):
+        record["response"]["status"] = 503 if i < 3 else 200
+        record["duration_us"] = 1000 * (i + 1)
+        record["peer"]["remote_address"] = "10.0.0.1" if i < 20 else "10.0.0.2"
+    k8s = []
+    for i, (method, path, query) in enumerate(
+        [
+            ("GET", b"/api/v1/namespaces/shop/pods", b"watch=true"),
+            ("GET", b"/api/v1/namespaces/shop/configmaps/app", b""),
+            ("GET", b"/apis/apps/v1/namespaces/shop/deployments", b""),
+            ("PATCH", b"/api/v1/namespaces/shop/configmaps/app", b""),
+        ]
+    ):
+        record = exchange(
+            100 + i, direction="OUTBOUND", host="kubernetes.default.svc", path=path, method=method
+        )
+        record["request"]["query"] = query
+        record.update(traffic_class="k8s-api", class_rule="k8s-api-host", route="/x", sample_weight=1.0)
+        k8s.append(record)
+    _produce(infra.bootstrap, f"{prefix}.business", business + k8s)
+    sink = ClickHouseSink(
+        _factory(infra, clickhouse.database),
+        {"bootstrap.servers": infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-v",
+    )
+    _run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 34)
+
+    per_route = clickhouse.query(
+        "SELECT sum(requests), sum(errors), max(latency_us[3]) FROM route_minute WHERE route = '/v1/orders/{id}'"
+    ).result_rows[0]
+    assert per_route[0] == 30 and per_route[1] == 3 and 29_000 <= per_route[2] <= 30_000
+    calls = {
+        (verb, resource): n
+        for verb, resource, n in clickhouse.query(
+            "SELECT verb, resource, sum(calls) FROM k8s_api_calls GROUP BY verb, resource"
+        ).result_rows
+    }
+    assert calls == {
+        ("watch", "pods"): 1,
+        ("get", "configmaps"): 1,
+        ("get", "deployments"): 1,
+        ("patch", "configmaps"): 1,
+    }
+    remotes = clickhouse.query(
+        "SELECT remote_address, requests FROM top_remote_addresses LIMIT 2"
+    ).result_rows
+    assert remotes[0] == ("10.0.0.1", 20)
+    shares = clickhouse.query(
+        "SELECT part, state, share FROM body_kept_share WHERE service = 'orders'"
+    ).result_rows
+    assert {(part, state) for part, state, _ in shares} >= {("request", "COMPLETE")}
+    assert all(0 < share <= 1 for _, _, share in shares)
