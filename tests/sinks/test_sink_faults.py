@@ -85,3 +85,58 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
     stored = [row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows]
     assert len(stored) == len(set(stored)), "an id is stored twice"
     assert set(stored) == {r["id"] for r in records}, log.read_text()[-3000:]
+
+
+def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -> None:
+    """ClickHouse frozen mid-load (requests time out): the sink backs off, commits nothing, and
+    once ClickHouse answers again every record lands once — timed-out inserts that ClickHouse
+    finished later are dropped as duplicates by their deduplication token."""
+    import clickhouse_connect
+
+    from trafficreel.sinks import ClickHouseSink
+    from trafficreel.stack import EmbeddedClickHouse
+
+    from .test_sink import _produce
+
+    ch = EmbeddedClickHouse(tmp_path / "ch", tmp_path)
+    ch.start()
+    try:
+        host, _, port = ch.url.removeprefix("http://").partition(":")
+
+        def factory() -> Any:
+            return clickhouse_connect.get_client(host=host, port=int(port), send_receive_timeout=2, connect_timeout=2)
+
+        client = factory()
+        migrate(client)
+        prefix = make_topics(infra.bootstrap, partitions=2)
+        records = _records(600)
+        _produce(infra.bootstrap, f"{prefix}.business", records[:300])
+        sink = ClickHouseSink(factory, {"bootstrap.servers": infra.bootstrap}, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-f")
+
+        def count() -> int:
+            return int(client.command("SELECT count() FROM exchanges"))
+
+        thread = threading.Thread(target=sink.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while count() < 300 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count() == 300
+        ch.signal(signal.SIGSTOP)
+        try:
+            _produce(infra.bootstrap, f"{prefix}.business", records[300:])
+            time.sleep(8)
+            assert sink.stats.retries > 0 and thread.is_alive()
+        finally:
+            ch.signal(signal.SIGCONT)
+        settle_deadline = time.monotonic() + 90
+        while count() < 600 and time.monotonic() < settle_deadline:
+            time.sleep(0.3)
+        time.sleep(2)
+        sink.stop()
+        thread.join(30)
+        stored = [row[0] for row in client.query("SELECT toString(id) FROM exchanges").result_rows]
+        assert len(stored) == len(set(stored)) == 600
+        assert set(stored) == {r["id"] for r in records}
+    finally:
+        ch.stop()
