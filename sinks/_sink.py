@@ -45,8 +45,8 @@ __all__ = ["ClickHouseSink", "SinkStats", "migrate"]
 log = get_logger("trafficreel.sinks")
 
 
-def migrate(client: Any) -> list[int]:
-    """Apply pending migrations; returns the versions applied now."""
+def migrate(client: Any, ttl_days: int | None = None) -> list[int]:
+    """Apply pending migrations and the row TTL (None: none); returns the versions applied now."""
     client.command(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, description String, "
         "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
@@ -63,6 +63,15 @@ def migrate(client: Any) -> list[int]:
         )
         applied.append(migration.version)
         log.info("applied migration", version=migration.version, description=migration.description)
+    current = client.command(
+        "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'exchanges'"
+    )
+    if ttl_days:
+        client.command(
+            f"ALTER TABLE exchanges MODIFY TTL toDateTime(start_time) + INTERVAL {int(ttl_days)} DAY"
+        )
+    elif " TTL " in str(current):
+        client.command("ALTER TABLE exchanges REMOVE TTL")
     return applied
 
 

@@ -569,7 +569,7 @@ def sink(
     names = [settings.topic(t) for t in (topics or ["business", "k8s-api", "probe", "scrape"])]
     with _reported():
         client = connect(settings)
-        migrate(client)
+        migrate(client, settings.clickhouse_ttl_days)
     registry = CollectorRegistry()
     rows = Counter(
         "trafficreel_sink_rows",

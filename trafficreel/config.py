@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         description="ClickHouse DSN: http(s)://user:password@host:port/database, "
         "or chdb:///path for in-process.",
     )
+    clickhouse_ttl_days: int | None = Field(
+        None, ge=1, description="Days the sink keeps rows in ClickHouse (a table TTL); unset keeps them."
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Data of the embedded stack (ClickHouse tables, logs)."
     )

@@ -220,3 +220,21 @@ def test_views_answer_the_documented_questions(infra: Any, clickhouse: Any) -> N
     ).result_rows
     assert {(part, state) for part, state, _ in shares} >= {("request", "COMPLETE")}
     assert all(0 < share <= 1 for _, _, share in shares)
+
+
+def test_row_ttl_follows_the_setting(clickhouse: Any) -> None:
+    """A TTL in days is set on the table at start, changed when the setting changes, removed when unset."""
+
+    def ddl() -> str:
+        return str(
+            clickhouse.command(
+                "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'exchanges'"
+            )
+        )
+
+    migrate(clickhouse, ttl_days=30)
+    assert "toIntervalDay(30)" in ddl()
+    migrate(clickhouse, ttl_days=7)
+    assert "toIntervalDay(7)" in ddl()
+    migrate(clickhouse)
+    assert " TTL " not in ddl()

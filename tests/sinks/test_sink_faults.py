@@ -104,14 +104,22 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
         host, _, port = ch.url.removeprefix("http://").partition(":")
 
         def factory() -> Any:
-            return clickhouse_connect.get_client(host=host, port=int(port), send_receive_timeout=2, connect_timeout=2)
+            return clickhouse_connect.get_client(
+                host=host, port=int(port), send_receive_timeout=2, connect_timeout=2
+            )
 
         client = factory()
         migrate(client)
         prefix = make_topics(infra.bootstrap, partitions=2)
         records = _records(600)
         _produce(infra.bootstrap, f"{prefix}.business", records[:300])
-        sink = ClickHouseSink(factory, {"bootstrap.servers": infra.bootstrap}, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-f")
+        sink = ClickHouseSink(
+            factory,
+            {"bootstrap.servers": infra.bootstrap},
+            [f"{prefix}.business"],
+            f"{prefix}.dlq",
+            group=f"{prefix}-f",
+        )
 
         def count() -> int:
             return int(client.command("SELECT count() FROM exchanges"))
