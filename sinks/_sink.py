@@ -64,7 +64,8 @@ def migrate(client: Any, ttl_days: int | None = None) -> list[int]:
         applied.append(migration.version)
         log.info("applied migration", version=migration.version, description=migration.description)
     current = client.command(
-        "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'exchanges'"
+        "SELECT create_table_query FROM system.tables "
+        "WHERE database = currentDatabase() AND name = 'exchanges'"
     )
     if ttl_days:
         client.command(
