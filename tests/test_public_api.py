@@ -122,6 +122,7 @@ PUBLIC = {
         "exchanges_ddl",
         "migrate",
     },
+    "trafficreel.sinks.report": {"Report", "build_report"},
     "trafficreel.topics": {
         "TOPIC_NAMES",
         "PartitionInfo",

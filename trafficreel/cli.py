@@ -662,6 +662,57 @@ def query(
         out.print(f"{len(result.result_rows)} rows")
 
 
+@app.command()
+def report(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(help="Start of the window: an age (15m, 2h, 1d), ISO-8601 or epoch ms.")
+    ] = "1h",
+    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows per section.", min=1)] = 15,
+    output: Annotated[QueryFormat, typer.Option("--format", "-f", help="table or json.")] = QueryFormat.table,
+) -> None:
+    """Summarise the recorded traffic: by class and service, top routes, Kubernetes API load per pod.
+
+    Counts are shown as stored and as estimated real traffic (re-weighted by sampling).
+
+    Example: trafficreel report --since 2h --service orders
+    """
+    from trafficreel.clickhouse import connect
+    from trafficreel.sinks.report import build_report
+
+    settings = _settings(ctx)
+    since_ms = parse_time(since)
+    with _reported():
+        client = connect(settings)
+        from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+
+        try:
+            summary = build_report(client, since_ms, service, limit)
+        except DriverError as exc:
+            raise ClickHouseError(
+                f"the report query failed: {str(exc).splitlines()[0][:500]}; "
+                "has `trafficreel sink` run against this ClickHouse (it creates the tables)?"
+            ) from exc
+    if output is QueryFormat.json:
+        out.print_json(json.dumps(jsonable(summary.as_json())))
+        return
+    start = datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(timespec="seconds")
+    out.print(f"traffic since {start}" + (f" for {service}" if service else ""))
+    for title, rows in (
+        ("Traffic by class and service", summary.by_class),
+        ("Top routes (business, probes, scrapes)", summary.top_routes),
+        ("Kubernetes API load per pod", summary.k8s_per_pod),
+    ):
+        if not rows:
+            out.print(f"\n{title}: nothing recorded")
+            continue
+        table = Table(*rows[0].keys(), title=title, box=box.SIMPLE_HEAD, title_justify="left")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row.values()))
+        out.print(table)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")

@@ -1,0 +1,69 @@
+"""The terminal report: what the recorded traffic looks like, from the views, re-weighted to real counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Report", "build_report"]
+
+
+@dataclass
+class Report:
+    since_ms: int
+    service: str | None
+    by_class: list[dict[str, Any]]
+    top_routes: list[dict[str, Any]]
+    k8s_per_pod: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "since_ms": self.since_ms,
+            "service": self.service,
+            "traffic_by_class": self.by_class,
+            "top_routes": self.top_routes,
+            "k8s_api_per_pod": self.k8s_per_pod,
+        }
+
+
+def _rows(client: Any, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    result = client.query(sql, parameters=parameters)
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+def build_report(client: Any, since_ms: int, service: str | None = None, limit: int = 15) -> Report:
+    """Traffic by class and service, top routes with error rate and latency percentiles, and
+    Kubernetes API load per pod, since ``since_ms``; counts re-weighted by ``sample_weight``."""
+    where = "start_time >= fromUnixTimestamp64Milli(%(since)s, 'UTC')"
+    minute = "minute >= toStartOfMinute(fromUnixTimestamp64Milli(%(since)s, 'UTC'))"
+    params: dict[str, Any] = {"since": since_ms, "limit": limit}
+    if service:
+        where += " AND service = %(service)s"
+        minute += " AND service = %(service)s"
+        params["service"] = service
+    by_class = _rows(
+        client,
+        "SELECT traffic_class, service, count() AS stored, round(sum(sample_weight)) AS estimated "  # noqa: S608 - fixed fragments; values are bound parameters
+        f"FROM exchanges WHERE {where} GROUP BY traffic_class, service ORDER BY estimated DESC",
+        params,
+    )
+    top_routes = _rows(
+        client,
+        "SELECT service, traffic_class, route, sum(requests) AS stored, "  # noqa: S608
+        "round(sum(weighted_requests)) AS estimated, round(sum(errors) / sum(requests), 4) AS error_rate, "
+        "round(quantilesMerge(0.5, 0.95, 0.99)(latency_us)[1] / 1000, 2) AS p50_ms, "
+        "round(quantilesMerge(0.5, 0.95, 0.99)(latency_us)[2] / 1000, 2) AS p95_ms, "
+        "round(quantilesMerge(0.5, 0.95, 0.99)(latency_us)[3] / 1000, 2) AS p99_ms "
+        f"FROM route_minute_agg WHERE {minute} AND traffic_class != 'k8s-api' "
+        "GROUP BY service, traffic_class, route ORDER BY estimated DESC LIMIT %(limit)s",
+        params,
+    )
+    k8s = _rows(
+        client,
+        "SELECT pod, verb, resource, sum(calls) AS stored, round(sum(weighted_calls)) AS estimated, "  # noqa: S608
+        "sum(failures) AS failures, round(max(p99_us) / 1000, 2) AS p99_ms "
+        f"FROM k8s_api_calls WHERE {minute} "
+        "GROUP BY pod, verb, resource ORDER BY estimated DESC LIMIT %(limit)s",
+        params,
+    )
+    return Report(since_ms, service, by_class, top_routes, k8s)
