@@ -148,3 +148,66 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
         assert set(stored) == {r["id"] for r in records}
     finally:
         ch.stop()
+
+
+def test_broker_frozen_for_20_seconds_loses_nothing(infra: Any, clickhouse: Any, tmp_path: Path) -> None:
+    """A broker of its own frozen for 20 s (SIGSTOP/SIGCONT: the embedded broker keeps topics in
+    memory) while records stream in: afterwards the table holds exactly the produced ids."""
+    from trafficreel.sinks import ClickHouseSink
+    from trafficreel.stack import EmbeddedBroker
+
+    from .test_sink import _factory
+
+    broker = EmbeddedBroker(tmp_path)
+    broker.start()
+    try:
+        prefix = make_topics(broker.bootstrap, partitions=2)
+        migrate(clickhouse)
+        records = _records(1500)
+        serializer = Serializer()
+        produced = threading.Event()
+
+        def produce() -> None:
+            producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+            for i, record in enumerate(records):
+                producer.produce(f"{prefix}.business", serializer(record), record["id"].encode())
+                if i % 50 == 49:
+                    producer.poll(0)
+                    time.sleep(0.1)  # about 500 records/s: some before, the rest during and after the freeze
+            assert producer.flush(120) == 0
+            produced.set()
+
+        sink = ClickHouseSink(
+            _factory(infra, clickhouse.database),
+            {"bootstrap.servers": broker.bootstrap},
+            [f"{prefix}.business"],
+            f"{prefix}.dlq",
+            group=f"{prefix}-z",
+        )
+        thread = threading.Thread(target=sink.run, daemon=True)
+        thread.start()
+        feeder = threading.Thread(target=produce, daemon=True)
+        feeder.start()
+        time.sleep(6)
+        broker.signal(signal.SIGSTOP)
+        try:
+            time.sleep(20)
+        finally:
+            broker.signal(signal.SIGCONT)
+        feeder.join(180)
+        assert produced.is_set()
+
+        def count() -> int:
+            return int(clickhouse.command("SELECT count() FROM exchanges"))
+
+        deadline = time.monotonic() + 120
+        while count() < len(records) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        sink.stop()
+        thread.join(30)
+        stored = [row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows]
+        assert len(stored) == len(set(stored)), "an id is stored twice"
+        assert set(stored) == {r["id"] for r in records}
+    finally:
+        broker.stop()
