@@ -123,6 +123,7 @@ PUBLIC = {
         "migrate",
     },
     "trafficreel.sinks.report": {"Report", "build_report"},
+    "trafficreel.sinks.metrics": {"SinkCollector"},
     "trafficreel.topics": {
         "TOPIC_NAMES",
         "PartitionInfo",

@@ -593,6 +593,9 @@ def sink(
         deserializer=_deserializer(settings),
         on_batch=on_batch,
     )
+    from trafficreel.sinks.metrics import SinkCollector
+
+    registry.register(SinkCollector(loader))
     port = settings.health_port if health_port is None else health_port
     health = None
     if port:

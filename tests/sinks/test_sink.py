@@ -238,3 +238,27 @@ def test_row_ttl_follows_the_setting(clickhouse: Any) -> None:
     assert "toIntervalDay(7)" in ddl()
     migrate(clickhouse)
     assert " TTL " not in ddl()
+
+
+def test_metrics_read_the_sink_counters() -> None:
+    """The collector exposes inserted rows, duplicates, retries, DLQ by reason and assigned partitions."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from trafficreel.sinks import SinkStats
+    from trafficreel.sinks.metrics import SinkCollector
+
+    stats = SinkStats(
+        rows_inserted=10, batches_inserted=2, duplicates_skipped=3, retries=1, dead_letters={"bad-magic": 4}
+    )
+    registry = CollectorRegistry()
+    registry.register(SinkCollector(SimpleNamespace(stats=stats, assigned={("t", 0), ("t", 1)})))
+    text = generate_latest(registry).decode()
+    for line in (
+        "trafficreel_sink_rows_inserted_total 10.0",
+        "trafficreel_sink_duplicates_skipped_total 3.0",
+        'trafficreel_sink_dlq_total{reason="bad-magic"} 4.0',
+        "trafficreel_sink_assigned_partitions 2.0",
+    ):
+        assert line in text
