@@ -14,7 +14,12 @@ import platform
 import sys
 from typing import Any
 
-BENCHMARKS = {"codec": "bench.codec", "producer": "bench.producer", "streams": "bench.streams"}
+BENCHMARKS = {
+    "codec": "bench.codec",
+    "producer": "bench.producer",
+    "streams": "bench.streams",
+    "sink": "bench.sink",
+}
 
 
 def _machine() -> dict[str, Any]:

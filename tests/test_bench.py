@@ -45,3 +45,20 @@ def test_bench_streams_quick_json() -> None:
     assert faust["value"] > 0 and plain["value"] > 0
     assert abs(ratio["value"] - faust["value"] / plain["value"]) < 0.01
     assert faust["target"] == 20_000 and ratio["target"] == 0.5
+
+
+def test_bench_sink_quick_json() -> None:
+    """The sink benchmark loads through a real sink and inserts the same rows directly, and reports both."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "sink", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    sink, engine, ratio = (results[f"sink.{n}"] for n in ("rows_per_s", "engine_rows_per_s", "ratio"))
+    assert sink["value"] > 0 and engine["value"] > 0
+    assert abs(ratio["value"] - sink["value"] / engine["value"]) < 0.01
+    assert ratio["target"] == 0.8
