@@ -743,6 +743,13 @@ def version() -> None:
     )
 
 
+# -- replay (its own module; registered here so that it shares the callback's settings) ---------
+
+from ._cli_replay import replay_command  # noqa: E402 - needs the helpers defined above
+
+app.command("replay")(replay_command)
+
+
 def main() -> None:
     """Entry point of the ``trafficreel`` command."""
     app()

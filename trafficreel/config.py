@@ -10,10 +10,10 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
 
@@ -104,10 +104,22 @@ class Settings(BaseSettings):
     health_port: int = Field(
         9464, ge=0, le=65535, description="Port of a worker's /metrics, /live and /ready endpoint (0: off)."
     )
+    replay_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Replay targets allowed (comma-separated hosts, host:port, origins or globs); "
+        "replay refuses any other target.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field(
         "console", description="Log lines for people or for machines."
     )
+
+    @field_validator("replay_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("kafka_config", "schema_registry_config")
     @classmethod
