@@ -19,6 +19,7 @@ BENCHMARKS = {
     "producer": "bench.producer",
     "streams": "bench.streams",
     "sink": "bench.sink",
+    "replay": "bench.replay",
 }
 
 
