@@ -128,6 +128,8 @@ class ReplayResult:
     scheduled_at: float | None = None  # loop clock
     sent_at: float | None = None
     fault: str | None = None
+    sent_incomplete: str | None = None  # the recorded body state, when a partial body was sent
+    redacted_headers: int = 0  # headers sent with a redaction marker as their value
     reply: Reply | None = None
     baseline_reply: Reply | None = None
     record: Exchange | None = None
@@ -325,6 +327,8 @@ class Replayer:
             recorded_us=record["duration_us"],
             scheduled_at=due,
             record=record,
+            sent_incomplete=item.incomplete,
+            redacted_headers=item.redacted,
         )
         fault = self._fault(item)
         cut = None

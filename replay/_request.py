@@ -45,6 +45,7 @@ class Prepared:
     chunked: bool
     wire: bytes  # the exact bytes written to the connection
     redacted: int  # recorded header values that still carry a redaction marker
+    incomplete: str | None = None  # the body state when a body not kept whole is sent anyway
 
     @property
     def head(self) -> bool:
@@ -82,10 +83,12 @@ def prepare(
     request = record["request"]
     body_record = request["body"]
     state = body_record["state"]
+    incomplete = None
     if state == "NONE":
         body = b""
     elif state == "COMPLETE" or send_incomplete:
         body = body_record["data"] or b""
+        incomplete = None if state == "COMPLETE" else state
     else:
         return Skipped(record, f"request-body-{state.lower().replace('_', '-')}")
 
@@ -134,13 +137,5 @@ def prepare(
     } - rewriter.set_names
     redacted = sum(1 for name, _ in headers if name.lower() in redacted_names) if redacted_names else 0
     method = request["method"]
-    return Prepared(
-        record,
-        method,
-        target,
-        headers,
-        body,
-        chunked,
-        wire_bytes(method, target, headers, body, chunked),
-        redacted,
-    )
+    wire = wire_bytes(method, target, headers, body, chunked)
+    return Prepared(record, method, target, headers, body, chunked, wire, redacted, incomplete)

@@ -65,6 +65,8 @@ class Summary:
         self.replayed_ms: list[float] = []
         self.lateness_ms: list[float] = []
         self.faults: Counter[str] = Counter()
+        self.sent_incomplete: Counter[str] = Counter()
+        self.redacted = 0
         self.results: list[dict[str, Any]] = []
 
     def add(self, result: ReplayResult, keep: bool = True) -> None:
@@ -72,6 +74,10 @@ class Summary:
         self.routes[f"{result.method} {result.route}"][result.verdict] += 1
         if result.fault:
             self.faults[result.fault] += 1
+        if result.sent_incomplete:
+            self.sent_incomplete[f"request-body-{result.sent_incomplete.lower().replace('_', '-')}"] += 1
+        if result.redacted_headers:
+            self.redacted += 1
         if result.verdict == "skipped":
             self.skipped[result.reason or "unknown"] += 1
         elif result.verdict == "error":
@@ -123,6 +129,8 @@ class Summary:
             "skipped": dict(self.skipped),
             "errors": dict(self.errors),
             "faults": dict(self.faults),
+            "sent_incomplete": dict(self.sent_incomplete),
+            "sent_with_redacted_headers": self.redacted,
             "latency_ms": {
                 "recorded": {
                     "p50": _quantile(self.recorded_ms, 0.5),

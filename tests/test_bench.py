@@ -62,3 +62,23 @@ def test_bench_sink_quick_json() -> None:
     assert sink["value"] > 0 and engine["value"] > 0
     assert abs(ratio["value"] - sink["value"] / engine["value"]) < 0.01
     assert ratio["target"] == 0.8
+
+
+def test_bench_replay_quick_json() -> None:
+    """The replay benchmark measures req/s against aiohttp and pacing lateness against the timer floor."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "replay", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    rps, base, ratio = (results[f"replay.{n}"] for n in ("rps", "aiohttp_rps", "ratio_vs_aiohttp"))
+    assert rps["value"] > 0 and base["value"] > 0
+    assert abs(ratio["value"] - rps["value"] / base["value"]) < 0.01
+    pacing = results["replay.pacing_p99_ms"]
+    assert pacing["target"] == 2.0 and pacing["target_is_max"] is True
+    assert pacing["requests"] == 2500 and 0 <= pacing["p50_ms"] <= pacing["value"] <= pacing["max_ms"]
+    assert results["replay.timer_p99_ms"]["value"] > 0

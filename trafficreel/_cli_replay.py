@@ -222,8 +222,14 @@ def _print_summary(summary: Summary, data: dict[str, Any]) -> None:
     pace = data["pacing_lateness_ms"]
     latency.add_row("send lateness", _ms(pace["p50"]), _ms(pace["p99"]))
     out.print(latency)
+    if data["sent_with_redacted_headers"]:
+        out.print(
+            f"note: {data['sent_with_redacted_headers']} requests carried a redacted header value; "
+            "inject credentials with --set-header or a rewrite file"
+        )
     for title, counts in (
         ("skipped", data["skipped"]),
+        ("sent incomplete", data["sent_incomplete"]),
         ("errors", data["errors"]),
         ("faults", data["faults"]),
     ):

@@ -191,3 +191,24 @@ def test_records_without_a_whole_request_body_are_skipped_not_sent() -> None:
 
     verdicts = sorted((r.verdict, r.reason) for r in asyncio.run(main()))
     assert verdicts == [("match", None), ("skipped", "request-body-not-kept")]
+
+
+def test_incomplete_bodies_sent_on_request_are_counted() -> None:
+    """With send_incomplete the kept part is sent, and the summary counts it by body state."""
+    from trafficreel.replay import Summary
+
+    records = [record(1, method="POST", body=b"part", state="TRUNCATED")]
+
+    async def main() -> list[ReplayResult]:
+        async with CaptureServer(fixed_response(200, b'{"ok": true}')) as server:
+            config = ReplayConfig(
+                target=server.url, allow=["127.0.0.1"], pacing=Pacing(mode="asap"), send_incomplete=True
+            )
+            results = [r async for r in Replayer(config).run(_selected(records))]
+            assert [c.body for c in server.requests] == [b"part"]
+            return results
+
+    summary = Summary()
+    for result in asyncio.run(main()):
+        summary.add(result)
+    assert summary.to_json()["sent_incomplete"] == {"request-body-truncated": 1}
