@@ -21,7 +21,8 @@ PLANTED = [b"hunter2-planted", b"ghp_PlantedToken0001", b"planted.person@example
 
 
 def _produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    # compressed as the recorder sends them: the worker must read lz4 batches
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
     for key, value in values:
         producer.produce(topic, value, key, headers=[("trafficreel-service", b"test")])
     assert producer.flush(30) == 0
