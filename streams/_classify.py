@@ -68,6 +68,16 @@ def host_without_port(host: str) -> str:
     return name if sep and port.isdigit() and ":" not in name else host
 
 
+def _same_endpoint(host: str, api: str) -> bool:
+    """Whether a Host names the API server's address: the same host, and the same port when both
+    give one (another service listening on the same address is not the API server)."""
+    bare, api_bare = host_without_port(host), host_without_port(api)
+    if bare != api_bare:
+        return False
+    port, api_port = host[len(bare) + 1 :], api[len(api_bare) + 1 :]
+    return not port or not api_port or port == api_port
+
+
 def _globs(patterns: str | Sequence[str]) -> re.Pattern[str]:
     items = [patterns] if isinstance(patterns, str) else list(patterns)
     return re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in items))
@@ -157,9 +167,7 @@ class _View:
         self.host = host.lower()
         self.bare_host = host_without_port(self.host)
         api = (record["source"].get("k8s_api_host") or "").lower()
-        self.is_api_server = self.bare_host in K8S_API_HOSTS or (
-            bool(api) and (self.host == api or self.bare_host == host_without_port(api))
-        )
+        self.is_api_server = self.bare_host in K8S_API_HOSTS or (bool(api) and _same_endpoint(self.host, api))
         self.path = request["path"].decode("latin-1")
         self._headers: dict[bytes, list[str]] | None = None
 

@@ -46,6 +46,11 @@ CLASSIFIER = Classifier()
             ),
             ("k8s-api", "k8s-api-path"),
         ),
+        # Another service on the API server's address (another port) is not the API server.
+        (
+            exchange(direction="OUTBOUND", host="10.96.0.1:8080", path=b"/v1/stock", headers={}),
+            ("business", "default"),
+        ),
         # Business APIs that merely look similar stay business.
         (
             exchange(direction="OUTBOUND", host="users.shop", path=b"/api/v1/users/7", headers={}),
