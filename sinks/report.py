@@ -49,8 +49,8 @@ def build_report(client: Any, since_ms: int, service: str | None = None, limit: 
     )
     top_routes = _rows(
         client,
-        "SELECT service, traffic_class, route, sum(requests) AS stored, "  # noqa: S608
-        "round(sum(weighted_requests)) AS estimated, round(sum(errors) / sum(requests), 4) AS error_rate, "
+        "SELECT service, traffic_class, route, countMerge(requests) AS stored, "  # noqa: S608
+        "round(sumMerge(weighted_requests)) AS estimated, round(sumMerge(errors) / stored, 4) AS error_rate, "
         "round(quantilesMerge(0.5, 0.95, 0.99)(latency_us)[1] / 1000, 2) AS p50_ms, "
         "round(quantilesMerge(0.5, 0.95, 0.99)(latency_us)[2] / 1000, 2) AS p95_ms, "
         "round(quantilesMerge(0.5, 0.95, 0.99)(latency_us)[3] / 1000, 2) AS p99_ms "

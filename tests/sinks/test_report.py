@@ -1,0 +1,79 @@
+"""`trafficreel report` and the views it reads, on rows loaded into the real ClickHouse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.streams.support import exchange
+from trafficreel.cli import app
+from trafficreel.sinks import COLUMNS, migrate
+from trafficreel.sinks._rows import Columns
+from trafficreel.sinks.report import build_report
+
+pytestmark = pytest.mark.stack
+START_US = 1_780_000_000_000_000
+
+
+def _row(i: int, cls: str, route: str, status: int, duration_ms: int, **changes: Any) -> Any:
+    record = exchange(i, status=status, path=changes.pop("path", b"/v1/orders/%d" % i), **changes)
+    record["start_time"] = START_US + i * 1000
+    record["duration_us"] = duration_ms * 1000
+    record["outcome"]["kind"] = "COMPLETED"
+    record.update(traffic_class=cls, class_rule="r", route=route, sample_weight=changes.get("weight", 2.0))
+    return record
+
+
+def _load(client: Any) -> None:
+    migrate(client)
+    columns = Columns()
+    rows = [_row(i, "business", "/v1/orders/{id}", 500 if i < 10 else 200, i + 1) for i in range(100)]
+    rows += [_row(100 + i, "probe", "/healthz", 200, 1, path=b"/healthz") for i in range(20)]
+    for i in range(12):
+        rec = _row(200 + i, "k8s-api", "/api/v1/namespaces/{name}/pods", 200, 5, direction="OUTBOUND",
+                   path=b"/api/v1/namespaces/shop/pods")  # fmt: skip
+        rec["request"]["query"] = b"watch=true" if i % 3 == 0 else b""
+        rec["source"]["pod"] = "orders-1" if i % 2 else "orders-2"
+        rows.append(rec)
+    for offset, record in enumerate(rows):
+        columns.add(record, "t", 0, offset)
+    client.insert("exchanges", columns.data, column_names=COLUMNS, column_oriented=True)
+
+
+def test_report_counts_errors_percentiles_and_api_load(clickhouse: Any) -> None:
+    """By class with re-weighted estimates, top routes with error rate and p50/p99, API calls per pod and verb."""
+    _load(clickhouse)
+    report = build_report(clickhouse, START_US // 1000, None, 10)
+    by_class = {row["traffic_class"]: row for row in report.by_class}
+    assert (by_class["business"]["stored"], by_class["business"]["estimated"]) == (100, 200)
+    assert by_class["probe"]["stored"] == 20 and by_class["k8s-api"]["stored"] == 12
+    orders = next(r for r in report.top_routes if r["route"] == "/v1/orders/{id}")
+    assert (orders["stored"], orders["estimated"], orders["error_rate"]) == (100, 200, 0.1)
+    assert 40 <= orders["p50_ms"] <= 61 and 95 <= orders["p99_ms"] <= 100
+    assert all(r["traffic_class"] != "k8s-api" for r in report.top_routes)
+    calls = {(r["pod"], r["verb"], r["resource"]): r["stored"] for r in report.k8s_per_pod}
+    assert calls == {
+        ("orders-1", "get", "pods"): 4,
+        ("orders-2", "get", "pods"): 4,
+        ("orders-1", "watch", "pods"): 2,
+        ("orders-2", "watch", "pods"): 2,
+    }
+
+
+def test_report_command_prints_tables_and_json(infra: Any, clickhouse: Any) -> None:
+    """The command prints the three sections, and the same data as JSON with --format json."""
+    _load(clickhouse)
+    url = f"{infra.clickhouse_url}/{clickhouse.database}"
+    if infra.clickhouse_password:
+        url = url.replace("://", f"://{infra.clickhouse_user}:{infra.clickhouse_password}@")
+    since = str(START_US // 1000)
+    table = CliRunner().invoke(app, ["--clickhouse-url", url, "report", "--since", since])
+    assert table.exit_code == 0, table.output
+    for title in ("Traffic by class and service", "Top routes", "Kubernetes API load per pod"):
+        assert title in table.output
+    as_json = CliRunner().invoke(app, ["--clickhouse-url", url, "report", "--since", since, "-f", "json"])
+    data = json.loads(as_json.output)
+    assert {row["traffic_class"] for row in data["traffic_by_class"]} == {"business", "probe", "k8s-api"}
