@@ -4,6 +4,7 @@ report, and the stores results go to (a ClickHouse table, a Kafka topic as JSON)
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import uuid
 from collections import Counter, defaultdict
@@ -13,6 +14,9 @@ from typing import Any, Protocol
 from ._engine import ReplayResult
 
 __all__ = ["RESULTS_DDL", "ClickHouseResults", "KafkaResults", "ResultStore", "Summary", "result_json"]
+
+
+_INDEX = re.compile(r"\[\d+\]")  # $.items[3].price and $.items[7].price count as one location
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -90,7 +94,7 @@ class Summary:
             if result.replayed_us is not None:
                 self.replayed_ms.append(result.replayed_us / 1000)
             for difference in result.differences:
-                self.locations[difference.location] += 1
+                self.locations[_INDEX.sub("[*]", difference.location)] += 1
         if (lateness := result.lateness_ms) is not None:
             self.lateness_ms.append(max(0.0, lateness))
         if keep:
