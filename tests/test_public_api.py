@@ -70,7 +70,7 @@ PUBLIC = {
         "mask_dsn",
         "stack_env_path",
     },
-    "trafficreel.clickhouse": {"connect"},
+    "trafficreel.clickhouse": {"connect", "connect_or_embedded"},
     "trafficreel.producers": {
         "DEFAULT_BODY_TYPES",
         "MARKER",
@@ -177,6 +177,8 @@ PUBLIC = {
         "SendError",
         "TargetNotAllowedError",
     },
+    "trafficreel.demo": {"DemoResult", "run_demo"},
+    "trafficreel.demo.services": {"inventory_app", "k8s_api_server", "orders_app"},
     "trafficreel.sinks.report": {"Report", "build_report"},
     "trafficreel.sinks.metrics": {"SinkCollector"},
     "trafficreel.topics": {

@@ -637,11 +637,10 @@ def query(
     """
     import csv
 
-    from trafficreel.clickhouse import connect
+    from trafficreel.clickhouse import connect_or_embedded
 
     settings = _settings(ctx)
-    with _reported():
-        client = connect(settings)
+    with _reported(), connect_or_embedded(settings) as client:
         from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
         try:
@@ -681,13 +680,12 @@ def report(
 
     Example: trafficreel report --since 2h --service orders
     """
-    from trafficreel.clickhouse import connect
+    from trafficreel.clickhouse import connect_or_embedded
     from trafficreel.sinks.report import build_report
 
     settings = _settings(ctx)
     since_ms = parse_time(since)
-    with _reported():
-        client = connect(settings)
+    with _reported(), connect_or_embedded(settings) as client:
         from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
         try:
@@ -700,6 +698,11 @@ def report(
     if output is QueryFormat.json:
         out.print_json(json.dumps(jsonable(summary.as_json())))
         return
+    print_report(summary, since_ms, service)
+
+
+def print_report(summary: Any, since_ms: int, service: str | None = None) -> None:
+    """The report as terminal tables (also printed by the demo)."""
     start = datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(timespec="seconds")
     out.print(f"traffic since {start}" + (f" for {service}" if service else ""))
     for title, rows in (
@@ -720,6 +723,38 @@ def _cell(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     return "" if value is None else str(value)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="How long to drive traffic.", min=2)] = 40.0,
+    rate: Annotated[float, typer.Option(help="Requests per second the traffic driver sends.", min=1)] = 30.0,
+) -> None:
+    """Run the whole pipeline on this machine in about two minutes, then stop it and keep the data.
+
+    Starts the embedded broker and ClickHouse, a stream worker, a sink, and two recorded sample
+    services (FastAPI under uvicorn, Flask under gunicorn) that call each other and a stub
+    Kubernetes API through the real kubernetes client; drives traffic; prints the report; replays
+    the order lookups against a second build with one deliberate change and prints the comparison.
+
+    Example: trafficreel demo   # afterwards: trafficreel report --since 1h
+    """
+    from .demo import run_demo
+
+    settings = _settings(ctx)
+    other = _running_stack_pid(settings.data_dir / "stack.pid")
+    if other is not None:
+        err.print(
+            f"error: `trafficreel up` is running from {settings.data_dir} (pid {other}); "
+            "stop it first or give the demo another --data-dir."
+        )
+        raise typer.Exit(1)
+    with _reported():
+        run_demo(settings, seconds=seconds, rate=rate, out=out, err=err)
 
 
 # -- version ------------------------------------------------------------------------------------

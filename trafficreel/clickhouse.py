@@ -7,12 +7,15 @@ chdb:///path/to/data                       chDB inside this process (one process
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config import Settings, mask_dsn
 from .errors import ClickHouseError
 
-__all__ = ["connect"]
+__all__ = ["connect", "connect_or_embedded"]
 
 
 def connect(settings: Settings, **options: Any) -> Any:
@@ -32,3 +35,30 @@ def connect(settings: Settings, **options: Any) -> Any:
             f"could not connect to ClickHouse at {mask_dsn(settings.clickhouse_url)}: {exc}; "
             "is it running (trafficreel up) and is TRAFFICREEL_CLICKHOUSE_URL right?"
         ) from exc
+
+
+@contextlib.contextmanager
+def connect_or_embedded(settings: Settings, **options: Any) -> Iterator[Any]:
+    """A client of the configured ClickHouse; if that is a loopback address that does not answer
+    and the data directory holds embedded ClickHouse data (``trafficreel demo`` or ``up`` ran
+    before), the embedded ClickHouse is started on that data for as long as the block runs."""
+    try:
+        yield connect(settings, **options)
+        return
+    except ClickHouseError:
+        host = urlsplit(settings.clickhouse_url).hostname or ""
+        data = settings.data_dir / "clickhouse"
+        if host not in ("127.0.0.1", "localhost", "::1") or not data.is_dir():
+            raise
+    from .logs import get_logger
+    from .stack import EmbeddedClickHouse
+
+    embedded = EmbeddedClickHouse(data, settings.data_dir / "logs")
+    embedded.start()
+    get_logger("trafficreel.clickhouse").info(
+        "started the embedded ClickHouse for this command", data=str(data)
+    )
+    try:
+        yield connect(settings.model_copy(update={"clickhouse_url": embedded.url}), **options)
+    finally:
+        embedded.stop()
