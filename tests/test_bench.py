@@ -82,3 +82,27 @@ def test_bench_replay_quick_json() -> None:
     assert pacing["target"] == 2.0 and pacing["target_is_max"] is True
     assert pacing["requests"] == 2500 and 0 <= pacing["p50_ms"] <= pacing["value"] <= pacing["max_ms"]
     assert results["replay.timer_p99_ms"]["value"] > 0
+
+
+def test_bench_all_writes_the_figures_between_the_page_markers(tmp_path: Path) -> None:
+    """The figures table replaces what was between the markers; the rest of the page stays."""
+    from bench.__main__ import END, START, write_docs
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# Benchmarks\n\nintro\n\n{START}\nold table\n{END}\n\nafter\n")
+    report = {
+        "machine": {"cpus": 2, "python": "3.11.7", "platform": "Linux"},
+        "quick": False,
+        "results": {
+            "replay.rps": {"value": 11495.5, "unit": "req/s", "target": 5000, "target_is_max": False, "met": True},
+            "replay.pacing_p99_ms": {
+                "value": 5.3, "unit": "ms", "target": 2.0, "target_is_max": True, "met": False, "p50_ms": 0.4,
+            },
+        },
+    }  # fmt: skip
+    write_docs(page, report, "python -m bench all --json")
+    text = page.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith("\n\nafter\n")
+    assert "old table" not in text and "`python -m bench all --json`" in text and "2 CPUs" in text
+    assert "| `replay.rps` | 11495.5 req/s | ≥ 5000 | yes |" in text
+    assert "| `replay.pacing_p99_ms` | 5.3 ms | ≤ 2 | **no** | p50_ms 0.4 |" in text
