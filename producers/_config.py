@@ -64,6 +64,11 @@ class RecorderConfig:
         "Memory bound of records waiting to be sent; beyond it records are dropped.", default=32 * 1024 * 1024
     )
     redact: bool = _doc("Redact credentials before records leave the process.", default=True)
+    redact_bodies: bool = _doc(
+        "Also redact inside kept bodies and query strings (JSON keys such as password or token, bearer "
+        "tokens, JWTs, card numbers, e-mail addresses), on the background thread, never on the request path.",
+        default=True,
+    )
     redact_headers: tuple[str, ...] = _doc("More header names to redact (comma-separated).", default=())
     redact_query: tuple[str, ...] = _doc(
         "More query parameter names to redact (comma-separated).", default=()

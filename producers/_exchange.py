@@ -166,7 +166,7 @@ class PendingExchange:
         req_index, forwarded = _index(self.req_headers)
         resp_index, _ = _index(self.resp_headers)
         exc = self.exception
-        return {
+        record: dict[str, Any] = {
             "id": new_id(self.start_ns),
             "start_time": self.start_ns // 1000,
             "duration_us": max(0, (self.end_mono - self.start_mono) // 1000),
@@ -209,3 +209,6 @@ class PendingExchange:
             "redactions": redactions,
             "tags": recorder.config.tags,
         }
+        if recorder.deep is not None:
+            recorder.deep.redact(record)  # type: ignore[arg-type]
+        return record

@@ -31,6 +31,7 @@ from trafficreel.schemas import ConfluentRegistry, Serializer, Source
 from ._body import BodyPolicy
 from ._config import RecorderConfig
 from ._context import suppress_recording
+from ._deep import DeepRedactor
 from ._exchange import PendingExchange
 from ._metadata import detect_source
 from ._redact import Redactor
@@ -96,6 +97,11 @@ class Recorder:
         self.policy = BodyPolicy(self.config.body_types, self.config.body_limit)
         self.redactor = (
             Redactor(self.config.redact_headers, self.config.redact_query) if self.config.redact else None
+        )
+        self.deep = (
+            DeepRedactor(headers=self.config.redact_headers, query=self.config.redact_query)
+            if self.config.redact and self.config.redact_bodies
+            else None
         )
         self.source: Source = detect_source(
             self.config.service_name,

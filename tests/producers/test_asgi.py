@@ -263,3 +263,23 @@ def test_disabled_or_excluded_requests_pass_straight_through() -> None:
         asyncio.run(TrafficRecorder(app, recorder=recorder)(scope, receive, send))
         assert calls[-1] == (receive, send)
         assert recorder.records == []
+
+
+def test_secrets_inside_bodies_are_redacted_before_the_record_leaves(servers: Any) -> None:
+    """JSON keys such as password and token, and bearer tokens in text, are redacted on the recorder's
+    thread (stage source) while the app still gets and sends the original bytes."""
+    body = b'{"user": "ann", "password": "hunter2-body", "nested": {"api_token": "tok-9f8e7d6c"}}'
+    request = (
+        b"POST /echo/secret HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    bare, recorded, _ = servers
+    assert without_date(raw_request(recorded, request)) == without_date(raw_request(bare, request))
+    record = _record_for(servers, request)
+    kept = record["request"]["body"]["data"]
+    assert b"hunter2-body" not in kept and b"tok-9f8e7d6c" not in kept and b'"user": "ann"' in kept
+    assert b"hunter2-body" not in record["response"]["body"]["data"]  # the echo is redacted too
+    assert {(r["location"], r["stage"]) for r in record["redactions"]} >= {
+        ("request.body:json:password", "source"),
+        ("request.body:json:api_token", "source"),
+    }

@@ -1,0 +1,331 @@
+"""Deep redaction of a built record: credential headers and query parameters, then the bodies.
+
+JSON bodies lose the values of keys on a denylist (at any depth), and kept text bodies and query
+strings lose bearer tokens, JWTs, card numbers (Luhn-checked) and e-mail addresses. Each
+replacement is listed in the record with its stage (``source`` in the recorder's background
+thread, ``stream`` in the stream worker, which runs it again for records from recorders with
+redaction off or older rules); the secret itself never is. Already redacted values are left alone.
+
+A body whose content encoding cannot be inspected (e.g. ``br``) or whose JSON cannot be redacted
+safely (a secret object in a truncated body) loses its kept bytes (``state`` becomes ``NOT_KEPT``)
+rather than pass a secret on. A changed body gets the size and SHA-256 of what is now kept (a
+truncated one no digest), so no digest of a secret leaves the stream.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from trafficreel.schemas import Body, Exchange, Redaction
+
+from ._redact import MARKER, Redactor
+
+__all__ = ["DEFAULT_JSON_KEYS", "DEFAULT_PATTERNS", "DeepRedactor"]
+
+DEFAULT_JSON_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "api_secret",
+    "authorization",
+    "private_key",
+    "credit_card",
+    "card_number",
+    "cvv",
+    "cvc",
+    "ssn",
+    "session_id",
+    "otp",
+)
+# A key also counts when it ends with one of these (db_password, github_token, aws_secret …).
+_KEY_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "privatekey")
+
+DEFAULT_PATTERNS: dict[str, str] = {
+    "bearer": r"\b(?i:bearer)\s+(?!REDACTED\b)[A-Za-z0-9\-._~+/]{8,}=*",
+    "jwt": r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+    "card": r"\d(?:[ -]?\d){12,18}",  # boundaries and the Luhn check in _card()
+    "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+}
+_BEARER = re.compile(rb"(?i)^(bearer)(\s+)")
+_TEXT_MEDIA = re.compile(
+    r"^(text/.*|application/(.*[+/])?(json|xml|x-www-form-urlencoded|graphql|javascript|x-ndjson|yaml))$"
+)
+_JSON_MEDIA = re.compile(r"^application/(.*\+)?json$|^application/x-ndjson$")
+_JSON_KEY_VALUE = re.compile(
+    rb'"((?:[^"\\]|\\.){1,128})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*|true|false|null|[\[{])'
+)
+_INFLATE_LIMIT = 8 << 20  # what a decompressed kept body may grow to before it is withheld
+
+
+def _normal_key(key: bytes) -> str:
+    return key.decode("latin-1").lower().replace("-", "").replace("_", "").replace(".", "")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card(match: re.Match[bytes]) -> bool:
+    """A card number: not part of a longer number, and Luhn-valid."""
+    text, start, end = match.string, match.start(), match.end()
+    if (start and text[start - 1 : start] in _NUMBER_CHARS) or text[end : end + 1] in _NUMBER_CHARS:
+        return False
+    return _luhn(re.sub(rb"[ -]", b"", match.group(0)).decode())
+
+
+# A card number stands alone: not next to digits, letters or dashes (ids and hashes hold digit runs).
+_NUMBER_CHARS = frozenset(
+    bytes([c]) for c in b"0123456789-_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _always(text: bytes, lowered: bytes) -> bool:
+    return True
+
+
+# Cheap substring checks in front of the default patterns (a regex scan costs far more).
+_GATES: dict[str, Callable[[bytes, bytes], bool]] = {
+    "bearer": lambda text, lowered: b"bearer" in lowered,
+    "jwt": lambda text, lowered: b"eyJ" in text,
+    "email": lambda text, lowered: b"@" in text or b"%40" in text,
+    "card": lambda text, lowered: len(text) - len(text.translate(None, b"0123456789")) >= 13,
+}
+
+
+def _squeeze(text: bytes) -> bytes:
+    return text.translate(None, b"-_.")
+
+
+def _media(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+_Codec = tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]
+
+
+def _inflate(data: bytes, wbits: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, _INFLATE_LIMIT)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ValueError("compressed body is cut short or too large")
+    return out
+
+
+_CODECS: dict[str, _Codec] = {
+    "gzip": (lambda d: _inflate(d, 16 + zlib.MAX_WBITS), lambda d: gzip.compress(d, mtime=0)),
+    "x-gzip": (lambda d: _inflate(d, 16 + zlib.MAX_WBITS), lambda d: gzip.compress(d, mtime=0)),
+    "deflate": (lambda d: _inflate(d, zlib.MAX_WBITS), zlib.compress),
+}
+
+
+class DeepRedactor:
+    """``redact(record) -> bool``: redacts the record in place; True when anything changed."""
+
+    def __init__(
+        self,
+        *,
+        stage: str = "source",
+        json_keys: Iterable[str] = DEFAULT_JSON_KEYS,
+        patterns: Mapping[str, str] | None = None,
+        headers: Iterable[str] = (),
+        query: Iterable[str] = (),
+    ) -> None:
+        self.stage = stage
+        self.source = Redactor(headers, query)
+        self._keys = frozenset(_normal_key(k.encode()) for k in json_keys)
+        compiled = {name: re.compile(p.encode()) for name, p in (patterns or DEFAULT_PATTERNS).items()}
+        self._patterns = compiled
+        # Most bodies are clean: cheap gates decide whether the real searches run at all.
+        # Key names are looked for with separators squeezed out ("api_key", "api-key" → "apikey"),
+        # and "token" is enough for "access_token": only words containing no other are kept.
+        words = {_squeeze(name.lower().encode()) for name in (*json_keys, *_KEY_SUFFIXES)}
+        kept = sorted(w for w in words if not any(o != w and o in w for o in words))
+        self._key_words = re.compile(b"|".join(re.escape(w) for w in kept))
+        self._gates = {name: _GATES.get(name, _always) for name in compiled}
+
+    def _maybe(self, text: bytes) -> bool:
+        """Whether a listed key or any pattern may occur in ``text``."""
+        squeezed = _squeeze(text.lower())
+        return self._key_words.search(squeezed) is not None or self._maybe_pattern(text)
+
+    def _maybe_pattern(self, text: bytes) -> bool:
+        lowered = text.lower()
+        gates = self._gates
+        return any(gates[name](text, lowered) and p.search(text) for name, p in self._patterns.items())
+
+    # -- the record ---------------------------------------------------------------------------
+
+    def redact(self, record: Exchange) -> bool:
+        found: list[Redaction] = []
+        request, response = record["request"], record["response"]
+        sensitive = self.source.sensitive
+        for where, part in (("request", request), ("response", response)):
+            headers: Any = part["headers"]
+            # Decoded records hold headers as dicts; records the recorder builds, as (name, value) pairs.
+            pairs = [(h["name"], h["value"]) if isinstance(h, dict) else (h[0], h[1]) for h in headers]
+            if not any(sensitive(name) for name, _ in pairs):
+                continue
+            redacted = self.source.headers(pairs, where, found, stage=self.stage)
+            if redacted is not pairs:
+                as_dicts = bool(headers) and isinstance(headers[0], dict)
+                part["headers"] = (
+                    [{"name": n, "value": v} for n, v in redacted] if as_dicts else list(redacted)  # type: ignore[arg-type]
+                )
+        query = request["query"]
+        if query:
+            query = self.source.query(query, "request", found, stage=self.stage)
+            query = self._text(query, "request.query", found)
+            request["query"] = query
+        self._body(request["body"], "request.body", found)
+        self._body(response["body"], "response.body", found)
+        if not found:
+            return False
+        record["redactions"] = [*record["redactions"], *found]
+        return True
+
+    # -- bodies -------------------------------------------------------------------------------
+
+    def _body(self, body: Body, where: str, found: list[Redaction]) -> None:
+        data = body["data"]
+        if not data:
+            return
+        media = _media(body["content_type"])
+        if not _TEXT_MEDIA.match(media):
+            return
+        encoding = (body["content_encoding"] or "identity").lower()
+        codec = _CODECS.get(encoding)
+        if encoding != "identity":
+            if codec is None:
+                self._withhold(body, where, f"encoding:{encoding}", found)
+                return
+            try:
+                text = codec[0](data)
+            except (ValueError, zlib.error):
+                self._withhold(body, where, f"encoding:{encoding}", found)
+                return
+        else:
+            text = data
+        if not self._maybe(text):
+            return
+        before = len(found)
+        if _JSON_MEDIA.match(media) or text[:1] in (b"{", b"["):
+            cleaned = self._json(text, body["state"] == "COMPLETE", where, found)
+            if cleaned is None:
+                self._withhold(body, where, "json-nested", found)
+                return
+            text = cleaned
+        text = self._text(text, where, found)
+        if len(found) == before:
+            return
+        data = codec[1](text) if codec is not None else text
+        body["data"] = data
+        if body["state"] == "COMPLETE":
+            body["size"] = len(data)
+            body["sha256"] = hashlib.sha256(data).digest()
+        else:
+            body["sha256"] = None
+
+    def _withhold(self, body: Body, where: str, rule: str, found: list[Redaction]) -> None:
+        body["data"] = None
+        body["sha256"] = None if body["state"] != "COMPLETE" else body["sha256"]
+        body["state"] = "NOT_KEPT"
+        found.append({"location": where, "rule": f"withheld:{rule}", "stage": self.stage})
+
+    def _sensitive_key(self, key: str) -> bool:
+        normal = key.lower().replace("-", "").replace("_", "").replace(".", "")
+        return normal in self._keys or normal.endswith(_KEY_SUFFIXES)
+
+    def _json(self, text: bytes, complete: bool, where: str, found: list[Redaction]) -> bytes | None:
+        """Listed keys' values replaced; None when a listed key holds an object or array that
+        cannot be cut out safely (the body is then withheld)."""
+        nested = False
+        seen: set[str] = set()
+
+        def replace(match: re.Match[bytes]) -> bytes:
+            nonlocal nested
+            key = match.group(1).decode("latin-1")
+            if not self._sensitive_key(key):
+                return match.group(0)
+            value = match.group(3)
+            if value in (b"[", b"{"):
+                nested = True
+                return match.group(0)
+            if value in (b"null", b'"' + MARKER + b'"'):
+                return match.group(0)
+            if key not in seen:
+                seen.add(key)
+                found.append({"location": f"{where}:json:{key}", "rule": "json-key", "stage": self.stage})
+            return match.group(1).join((b'"', b'"')) + match.group(2) + b'"' + MARKER + b'"'
+
+        out = _JSON_KEY_VALUE.sub(replace, text)
+        if not nested:
+            return out
+        if not complete:
+            return None
+        try:
+            document = json.loads(out)
+        except ValueError:
+            return None
+        document = self._walk(document, where, seen, found)
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _walk(self, node: Any, where: str, seen: set[str], found: list[Redaction]) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if self._sensitive_key(key) and value is not None and value != MARKER.decode():
+                    if key not in seen:
+                        seen.add(key)
+                        found.append(
+                            {"location": f"{where}:json:{key}", "rule": "json-key", "stage": self.stage}
+                        )
+                    out[key] = MARKER.decode()
+                else:
+                    out[key] = self._walk(value, where, seen, found)
+            return out
+        if isinstance(node, list):
+            return [self._walk(v, where, seen, found) for v in node]
+        return node
+
+    def _text(self, text: bytes, where: str, found: list[Redaction]) -> bytes:
+        lowered = text.lower()
+        for name, pattern in self._patterns.items():
+            if not self._gates[name](text, lowered):
+                continue
+            hits = 0
+
+            def replace(match: re.Match[bytes], name: str = name) -> bytes:
+                nonlocal hits
+                value = match.group(0)
+                if name == "card" and not _card(match):
+                    return value
+                hits += 1
+                bearer = _BEARER.match(value)
+                return bearer.group(1) + bearer.group(2) + MARKER if bearer else MARKER
+
+            text = pattern.sub(replace, text)
+            if hits:
+                found.append({"location": where, "rule": name, "stage": self.stage})
+        return text
