@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
@@ -155,6 +155,8 @@ class ClickHouseSink:
             }
         )
         self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
+        self._dlq_sent = 0
+        self._dlq_failed: list[str] = []
         self._batches: dict[tuple[str, int], _Batch] = {}
 
     # -- partitions ------------------------------------------------------------------------
@@ -244,16 +246,43 @@ class ClickHouseSink:
             by_day.setdefault(day_of(record), []).append((record, message))
         for day in sorted(by_day):
             self._insert_day(batch, by_day[day])
+        self._dead_letters_delivered()
         self._commit(batch.topic, batch.partition, batch.messages[-1].offset + 1)
         if self._on_batch is not None:
             self._on_batch(len(batch.messages), time.perf_counter() - started)
 
+    def _dead_letters_delivered(self) -> None:
+        """Dead letters of the batch must be on the broker before its offsets are committed."""
+        if not self._dlq_sent:
+            return
+        self._dlq_sent = 0
+        while len(self._producer):
+            self._producer.flush(1.0)
+        if self._dlq_failed:
+            failed, self._dlq_failed = self._dlq_failed, []
+            raise KafkaException(f"{len(failed)} dead letters were refused by the broker, e.g. {failed[0]}")
+
+    def _on_dead_letter(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._dlq_failed.append(str(err))
+
     def _commit(self, topic: str, partition: int, offset: int) -> None:
-        self._retry(
-            lambda: self._consumer.commit(
-                offsets=[TopicPartition(topic, partition, offset)], asynchronous=False
-            )
-        )
+        # The rows are stored; a commit is what spares the next owner of the partition a re-read
+        # (it resumes after the highest offset ClickHouse holds anyway). A retriable failure is
+        # retried; a lost partition (rebalance) is left to its new owner.
+        for attempt in range(10):
+            try:
+                self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is None or not error.retriable() or attempt == 9:
+                    log.warning(
+                        "offset commit failed", topic=topic, partition=partition, error=str(exc)[:300]
+                    )
+                    return
+                self.stats.retries += 1
+                time.sleep(min(5.0, 0.2 * 2**attempt))
 
     def _insert_day(self, batch: _Batch, items: list[tuple[Exchange, Message]]) -> None:
         existing = self._existing_ids(items)
@@ -320,7 +349,14 @@ class ClickHouseSink:
         headers = dead_letter_headers(
             message.headers, letter, message.topic, message.partition, message.offset
         )
-        self._producer.produce(self.dlq_topic, message.value, message.key, headers=headers)  # type: ignore[arg-type]
+        self._producer.produce(
+            self.dlq_topic,
+            message.value,
+            message.key,
+            headers=headers,  # type: ignore[arg-type]
+            on_delivery=self._on_dead_letter,
+        )
+        self._dlq_sent += 1
         self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
