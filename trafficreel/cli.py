@@ -75,7 +75,7 @@ def _reported(code: int = 1) -> Iterator[None]:
     try:
         yield
     except TrafficreelError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(code) from exc
 
 
@@ -206,7 +206,7 @@ def up(
             if not stack.broker.pid or (clickhouse and not stack.clickhouse.ping()):
                 raise StackError(f"a part of the stack stopped unexpectedly; logs in {data_dir / 'logs'}")
     except TrafficreelError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from exc
     finally:
         with err.status("stopping ..."):
@@ -682,6 +682,9 @@ def report(
     """
     from trafficreel.clickhouse import connect_or_embedded
     from trafficreel.sinks.report import build_report
+
+    if output is QueryFormat.csv:
+        raise typer.BadParameter("the report prints as a table or as json", param_hint="--format")
 
     settings = _settings(ctx)
     since_ms = parse_time(since)

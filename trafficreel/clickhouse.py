@@ -28,6 +28,8 @@ def connect(settings: Settings, **options: Any) -> Any:
         ) from exc
     from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
+    if urlsplit(settings.clickhouse_url).scheme == "https":
+        options.setdefault("interface", "https")  # the driver takes TLS from the port, not the scheme
     try:
         return clickhouse_connect.get_client(dsn=settings.clickhouse_url, **options)
     except (DriverError, OSError) as exc:

@@ -37,3 +37,11 @@ def test_unreachable_server_says_what_to_do() -> None:
     assert "analyst:***@127.0.0.1" in str(info.value)
     assert "s3cret" not in str(info.value)
     assert "trafficreel up" in str(info.value)
+
+
+def test_https_dsn_speaks_tls_whatever_the_port(infra: Infra) -> None:
+    """An https:// DSN makes the client speak TLS, even on a port the driver would take for plain
+    HTTP: pointed at a plain-HTTP server it fails its TLS handshake instead of talking in clear."""
+    url = infra.clickhouse_url.replace("http://", "https://default:@")
+    with pytest.raises(ClickHouseError, match="(?i)ssl|tls|wrong version"):
+        connect(Settings(clickhouse_url=url))
