@@ -43,5 +43,5 @@ def test_https_dsn_speaks_tls_whatever_the_port(infra: Infra) -> None:
     """An https:// DSN makes the client speak TLS, even on a port the driver would take for plain
     HTTP: pointed at a plain-HTTP server it fails its TLS handshake instead of talking in clear."""
     url = infra.clickhouse_url.replace("http://", "https://default:@")
-    with pytest.raises(ClickHouseError, match="(?i)ssl|tls|wrong version"):
+    with pytest.raises(ClickHouseError, match=r"(?i)ssl|tls|wrong version"):
         connect(Settings(clickhouse_url=url))
