@@ -54,7 +54,8 @@ class FaultRunResult:
     distinct_rows: int = 0
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
-    dlq: int = 0
+    dlq: list[tuple[str, str, str]] = field(default_factory=list)  # (from topic, reason, stage)
+    garbage: list[tuple[str, str, str]] = field(default_factory=list)  # what was written, expected
     leaks: list[str] = field(default_factory=list)
     redacted_rows: dict[str, int] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
@@ -102,6 +103,26 @@ def _q(values: list[float], q: float) -> float:
     )
 
 
+def _write_garbage(bootstrap: str, result: FaultRunResult) -> None:
+    """Values no recorder would write, straight into the raw topic and every class topic."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    raw = [
+        (b"", "empty"),
+        (b"garbage", "bad-magic"),
+        (b"\xc3\x01" + b"\x00" * 8 + b"\x02", "unknown-fingerprint"),
+    ]
+    for value, reason in raw:
+        producer.produce("fr.raw", value, b"garbage")
+        result.garbage.append(("fr.raw", reason, "decode"))
+    for topic in ("fr.business", "fr.k8s-api", "fr.probe", "fr.scrape"):
+        producer.produce(topic, b"garbage", b"garbage")
+        result.garbage.append((topic, "bad-magic", "sink"))
+    producer.flush(30)
+    result.garbage.sort()
+
+
 def run(seconds: float, freeze: float, data_dir: Path, rate: float = 40.0) -> FaultRunResult:
     result = FaultRunResult(seconds=seconds)
     logs = data_dir / "logs"
@@ -147,6 +168,9 @@ def run(seconds: float, freeze: float, data_dir: Path, rate: float = 40.0) -> Fa
         workers[0].stop(timeout=1)
         workers[0] = start("stream-0b", [*python, "trafficreel", "stream"])
         log("stream worker 0 restarted")
+        at(0.4)
+        _write_garbage(stack.broker.bootstrap, result)
+        log("garbage written into every topic")
         at(0.5)
         sink.signal(signal.SIGKILL)
         log("SIGKILL sink mid-batch")
@@ -181,8 +205,8 @@ def run(seconds: float, freeze: float, data_dir: Path, rate: float = 40.0) -> Fa
 
         decode = Deserializer()
         raw = read_all(stack.broker.bootstrap, "fr.raw")
-        raw_ids = {decode(m.value or b"")["id"] for m in raw}
-        result.raw_messages, result.raw_ids = len(raw), len(raw_ids)
+        raw_ids = {decode(m.value or b"")["id"] for m in raw if m.key != b"garbage"}
+        result.raw_messages, result.raw_ids = len(raw) - 3, len(raw_ids)
         client = clickhouse_connect.get_client(dsn=stack.clickhouse.url)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -197,7 +221,11 @@ def run(seconds: float, freeze: float, data_dir: Path, rate: float = 40.0) -> Fa
         stored = {str(r[0]) for r in client.query("SELECT id FROM exchanges").result_rows}
         result.missing = sorted(raw_ids - stored)[:20]
         result.unexpected = sorted(stored - raw_ids)[:20]
-        result.dlq = len(read_all(stack.broker.bootstrap, "fr.dlq"))
+        result.dlq = sorted(
+            (m.headers["trafficreel-dlq-topic"].decode(), m.headers["trafficreel-dlq-reason"].decode(),
+             m.headers["trafficreel-dlq-stage"].decode())
+            for m in read_all(stack.broker.bootstrap, "fr.dlq")
+        )  # fmt: skip
         where = ("request.header:authorization", "request.header:cookie", "request.query:token",
                  "request.body:json:password", "request.body")  # fmt: skip
         for location in where:
