@@ -93,8 +93,10 @@ class _Exchange(PendingExchange):
             self.end_mono = time.monotonic_ns()
             if self.resp_body is not None:
                 self.resp_body.aborted = True  # the response never completed
-            if self.outcome == "DISCONNECTED":
-                self.req_body.aborted = not self.req_done
+        if self.outcome == "DISCONNECTED" and not self.req_done:
+            # The body never ended: cut short, even if the app then answered (an error page to a
+            # client that is gone).
+            self.req_body.aborted = True
         self.recorder.submit(self)
 
 
