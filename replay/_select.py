@@ -154,11 +154,12 @@ class KafkaSource:
         self.deserializer = deserializer
         self.timeout = timeout
         self.commit_group = commit_group
+        # A group id is required by the client; nothing is committed unless commit_group.
+        self.group_id = commit_group or f"trafficreel-replay-{uuid.uuid4().hex[:12]}"
         self.consumer = Consumer(
             {
                 **conf,
-                # A group id is required by the client; nothing is committed unless commit_group.
-                "group.id": commit_group or f"trafficreel-replay-{uuid.uuid4().hex[:12]}",
+                "group.id": self.group_id,
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",

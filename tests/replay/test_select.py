@@ -153,3 +153,24 @@ def test_sql_errors_are_reported_with_the_server_message(infra: Any, clickhouse:
     with pytest.raises(SelectionError, match="no_such_column"):
         select_sql(source, clickhouse, "no_such_column = 1", Filters())
     source.close()
+
+
+def test_offsets_are_committed_only_to_a_named_group(infra: Any, loaded: Any) -> None:
+    """Reading commits nothing by default; with commit_group the read ends are committed there."""
+    from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+
+    topic, _, _ = loaded
+    parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    quiet = _source(infra)
+    select_offsets(quiet, topic, [OffsetRange(0), OffsetRange(1)], Filters())
+    quiet.close()
+    probe = Consumer(infra.kafka_conf(**{"group.id": quiet.group_id, "enable.auto.commit": False}))
+    assert [tp.offset for tp in probe.committed(parts, timeout=10)] == [OFFSET_INVALID, OFFSET_INVALID]
+    probe.close()
+    committing = KafkaSource(infra.kafka_conf(), Deserializer(), commit_group="replay-bookmark")
+    select_offsets(committing, topic, [OffsetRange(0, 0, 4), OffsetRange(1)], Filters())
+    committing.close()
+    probe = Consumer(infra.kafka_conf(**{"group.id": "replay-bookmark", "enable.auto.commit": False}))
+    committed = probe.committed(parts, timeout=10)
+    probe.close()
+    assert [tp.offset for tp in committed] == [4, 10]
