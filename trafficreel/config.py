@@ -149,7 +149,7 @@ class Settings(BaseSettings):
         for key, value in super().__repr_args__():
             if isinstance(value, dict):
                 value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
-            elif key == "clickhouse_url" and isinstance(value, str) and "@" in value:
+            elif key in ("clickhouse_url", "schema_registry_url") and isinstance(value, str) and "@" in value:
                 value = mask_dsn(value)
             yield key, value
 

@@ -66,9 +66,12 @@ def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     """Passwords in client properties and DSNs are masked when settings are printed."""
     monkeypatch.setenv("TRAFFICREEL_KAFKA_CONFIG", '{"sasl.password": "hunter2", "ssl.key.password": "k3y"}')
     monkeypatch.setenv("TRAFFICREEL_CLICKHOUSE_URL", "https://analyst:s3cret@ch.example:8443/db")
+    monkeypatch.setenv("TRAFFICREEL_SCHEMA_REGISTRY_URL", "https://key:regs3cret@registry.example")
+    monkeypatch.setenv("TRAFFICREEL_SCHEMA_REGISTRY_CONFIG", '{"basic.auth.user.info": "key:info5ecret"}')
     text = repr(load_settings())
-    assert "hunter2" not in text and "k3y" not in text and "s3cret" not in text
-    assert "analyst:***@ch.example" in text
+    for secret in ("hunter2", "k3y", "s3cret", "regs3cret", "info5ecret"):
+        assert secret not in text
+    assert "analyst:***@ch.example" in text and "key:***@registry.example" in text
 
 
 def test_misspelt_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
