@@ -44,14 +44,22 @@ def connect_or_embedded(settings: Settings, **options: Any) -> Iterator[Any]:
     """A client of the configured ClickHouse; if that is a loopback address that does not answer
     and the data directory holds embedded ClickHouse data (``trafficreel demo`` or ``up`` ran
     before), the embedded ClickHouse is started on that data for as long as the block runs."""
+    import logging
+
+    logging.disable(logging.WARNING)  # a refused first try is expected here, not worth a warning
     try:
-        yield connect(settings, **options)
-        return
-    except ClickHouseError:
+        client = connect(settings, **options)
+    except ClickHouseError as exc:
         host = urlsplit(settings.clickhouse_url).hostname or ""
         data = settings.data_dir / "clickhouse"
         if host not in ("127.0.0.1", "localhost", "::1") or not data.is_dir():
-            raise
+            raise exc from None
+        client = None
+    finally:
+        logging.disable(logging.NOTSET)
+    if client is not None:
+        yield client
+        return
     from .logs import get_logger
     from .stack import EmbeddedClickHouse
 
