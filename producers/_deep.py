@@ -101,6 +101,12 @@ _NUMBER_CHARS = frozenset(
 )
 
 
+# Digits become "0", separators " ", everything else "x": 13 zeros once separators are gone is a
+# run of digits a card number could hide in (a superset of the pattern, found at C speed).
+_DIGITS = bytes(48 if chr(c).isdigit() and c < 128 else 32 if c in b" -" else 120 for c in range(256))
+_DIGIT_RUN = b"0" * 13
+
+
 def _always(text: bytes, lowered: bytes) -> bool:
     return True
 
@@ -110,7 +116,7 @@ _GATES: dict[str, Callable[[bytes, bytes], bool]] = {
     "bearer": lambda text, lowered: b"bearer" in lowered,
     "jwt": lambda text, lowered: b"eyJ" in text,
     "email": lambda text, lowered: b"@" in text or b"%40" in text,
-    "card": lambda text, lowered: len(text) - len(text.translate(None, b"0123456789")) >= 13,
+    "card": lambda text, lowered: _DIGIT_RUN in text.translate(_DIGITS).replace(b" ", b""),
 }
 
 
@@ -162,13 +168,13 @@ class DeepRedactor:
         # and "token" is enough for "access_token": only words containing no other are kept.
         words = {_squeeze(name.lower().encode()) for name in (*json_keys, *_KEY_SUFFIXES)}
         kept = sorted(w for w in words if not any(o != w and o in w for o in words))
-        self._key_words = re.compile(b"|".join(re.escape(w) for w in kept))
+        self._key_words = tuple(kept)  # substring checks: far cheaper than one alternation regex
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
     def _maybe(self, text: bytes) -> bool:
         """Whether a listed key or any pattern may occur in ``text``."""
         squeezed = _squeeze(text.lower())
-        return self._key_words.search(squeezed) is not None or self._maybe_pattern(text)
+        return any(word in squeezed for word in self._key_words) or self._maybe_pattern(text)
 
     def _maybe_pattern(self, text: bytes) -> bool:
         lowered = text.lower()
