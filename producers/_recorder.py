@@ -289,6 +289,9 @@ class Recorder:
             if sent % 64 == 0 or self._queue.empty():
                 # Delivery reports in batches: a poll per message costs more than it serves.
                 self._poll(producer)
+            # Hand the GIL back after each record: otherwise the app's threads wait for this
+            # one's switch interval (5 ms) whenever they come back from I/O.
+            time.sleep(0)
         if ending is _PAUSE:
             self._flush(producer, 1.5, "fork")
         else:
