@@ -83,6 +83,7 @@ class SinkStats:
     duplicates_skipped: int = 0
     retries: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)  # records behind, per partition
 
 
 @dataclass
@@ -182,6 +183,7 @@ class ClickHouseSink:
         for p in partitions:
             self._flush(self._batches.pop((p.topic, p.partition), None))
             self.assigned.discard((p.topic, p.partition))
+            self.stats.lag.pop((p.topic, p.partition), None)
         consumer.unassign()
 
     def _stored_offsets(self, topics: set[str]) -> dict[tuple[str, int], int]:
@@ -248,8 +250,18 @@ class ClickHouseSink:
             self._insert_day(batch, by_day[day])
         self._dead_letters_delivered()
         self._commit(batch.topic, batch.partition, batch.messages[-1].offset + 1)
+        self._lag(batch.topic, batch.partition, batch.messages[-1].offset + 1)
         if self._on_batch is not None:
             self._on_batch(len(batch.messages), time.perf_counter() - started)
+
+    def _lag(self, topic: str, partition: int, next_offset: int) -> None:
+        # The high watermark as the last fetch reported it: no request to the broker.
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        except KafkaException:
+            return
+        if high is not None and high >= 0:
+            self.stats.lag[(topic, partition)] = max(0, high - next_offset)
 
     def _dead_letters_delivered(self) -> None:
         """Dead letters of the batch must be on the broker before its offsets are committed."""

@@ -6,6 +6,7 @@ trafficreel_sink_duplicates_skipped_total   records already stored (sent twice u
 trafficreel_sink_retries_total              ClickHouse or commit retries after transient errors
 trafficreel_sink_dlq_total{reason}          records sent to the dead-letter topic
 trafficreel_sink_assigned_partitions        partitions this sink loads
+trafficreel_sink_lag{topic,partition}       records behind the partition's end after the last batch
 """
 
 from __future__ import annotations
@@ -45,3 +46,11 @@ class SinkCollector(Collector):
             "Partitions this sink loads.",
             value=len(self._sink.assigned),
         )
+        lag = GaugeMetricFamily(
+            "trafficreel_sink_lag",
+            "Records behind the partition's end after the last batch loaded.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(stats.lag.items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag

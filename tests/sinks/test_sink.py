@@ -83,7 +83,10 @@ def test_records_land_once_even_when_sent_again(infra: Any, clickhouse: Any) -> 
     # offsets and skips what is already there.
     second = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-b")
     _produce(infra.bootstrap, f"{prefix}.business", records[:100] + _records(50, start=300))
-    _run_until(second, lambda: count() >= 350)
+    # caught up: 350 rows, and no partition behind its end
+    _run_until(
+        second, lambda: count() >= 350 and bool(second.stats.lag) and set(second.stats.lag.values()) == {0}
+    )
     time.sleep(1.5)  # give it the chance to (wrongly) insert more
     assert count() == 350
     assert int(clickhouse.command("SELECT uniqExact(id) FROM exchanges")) == 350
@@ -250,7 +253,12 @@ def test_metrics_read_the_sink_counters() -> None:
     from trafficreel.sinks.metrics import SinkCollector
 
     stats = SinkStats(
-        rows_inserted=10, batches_inserted=2, duplicates_skipped=3, retries=1, dead_letters={"bad-magic": 4}
+        rows_inserted=10,
+        batches_inserted=2,
+        duplicates_skipped=3,
+        retries=1,
+        dead_letters={"bad-magic": 4},
+        lag={("t", 1): 17},
     )
     registry = CollectorRegistry()
     registry.register(SinkCollector(SimpleNamespace(stats=stats, assigned={("t", 0), ("t", 1)})))
@@ -260,5 +268,6 @@ def test_metrics_read_the_sink_counters() -> None:
         "trafficreel_sink_duplicates_skipped_total 3.0",
         'trafficreel_sink_dlq_total{reason="bad-magic"} 4.0',
         "trafficreel_sink_assigned_partitions 2.0",
+        'trafficreel_sink_lag{partition="1",topic="t"} 17.0',
     ):
         assert line in text
