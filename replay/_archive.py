@@ -11,26 +11,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trafficreel.schemas import Body, Exchange
+from trafficreel.sinks._rows import COLUMNS
 
 __all__ = ["rebuild_from_clickhouse", "row_to_exchange"]
 
-_BODY_FIELDS = ("data", "size", "sha256", "content_type", "content_encoding", "declared_length", "state")
-_SELECT = ", ".join(
-    [
-        # aliases must not shadow columns: WHERE would see the alias
-        "toString(id) AS id_text",
-        "toUnixTimestamp64Micro(start_time) AS start_us",
-        "duration_us, direction, service, service_version, pod, namespace, node, container_id",
-        "k8s_api_host, recorder, remote_address, remote_port, local_address, local_port, forwarded_for",
-        "method, scheme, host, path, query, http_version, request_headers",
-        *(f"request_body_{f}" for f in _BODY_FIELDS),
-        "status, response_headers, response_trailers",
-        *(f"response_body_{f}" for f in _BODY_FIELDS),
-        "outcome, exception_type, exception_message, response_started, trace_id, span_id, trace_sampled",
-        "traffic_class, class_rule, route, sample_weight, redactions, tags",
-        "kafka_topic, kafka_partition, kafka_offset",
-    ]
-)
+# The sink's own column list, read back; aliases must not shadow columns (WHERE would see them).
+_EXPRESSIONS = {
+    "id": "toString(id) AS id_text",
+    "start_time": "toUnixTimestamp64Micro(start_time) AS start_us",
+}
+_SELECT = ", ".join(_EXPRESSIONS.get(column, column) for column in COLUMNS)
 
 
 def _text(value: Any) -> Any:
