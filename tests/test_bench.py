@@ -6,21 +6,28 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_codec_quick_json() -> None:
-    """The codec benchmark prints a table and, last, JSON with each figure, its baseline and its target."""
+def _quick_json(name: str) -> dict[str, Any]:
+    """Run `python -m bench NAME --quick --json` from the root; the JSON object it printed last."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "codec", "--quick", "--json"],
+        [sys.executable, "-m", "bench", name, "--quick", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_bench_codec_quick_json() -> None:
+    """The codec benchmark prints a table and, last, JSON with each figure, its baseline and its target."""
+    report = _quick_json("codec")
     assert report["quick"] is True
     for name in ("codec.encode_vs_fastavro", "codec.decode_vs_fastavro"):
         figure = report["results"][name]
@@ -32,15 +39,7 @@ def test_bench_codec_quick_json() -> None:
 
 def test_bench_streams_quick_json() -> None:
     """The streams benchmark runs a real worker and the plain loop over the same input and reports both."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "streams", "--quick", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    results = _quick_json("streams")["results"]
     faust, plain, ratio = (results[f"streams.{n}"] for n in ("faust_rps", "plain_rps", "ratio"))
     assert faust["value"] > 0 and plain["value"] > 0
     assert abs(ratio["value"] - faust["value"] / plain["value"]) < 0.01
@@ -49,15 +48,7 @@ def test_bench_streams_quick_json() -> None:
 
 def test_bench_sink_quick_json() -> None:
     """The sink benchmark loads through a real sink and inserts the same rows directly, and reports both."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "sink", "--quick", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    results = _quick_json("sink")["results"]
     sink, engine, ratio = (results[f"sink.{n}"] for n in ("rows_per_s", "engine_rows_per_s", "ratio"))
     assert sink["value"] > 0 and engine["value"] > 0
     assert abs(ratio["value"] - sink["value"] / engine["value"]) < 0.01
@@ -66,15 +57,7 @@ def test_bench_sink_quick_json() -> None:
 
 def test_bench_replay_quick_json() -> None:
     """The replay benchmark measures req/s against aiohttp and pacing lateness against the timer floor."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "replay", "--quick", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    results = _quick_json("replay")["results"]
     rps, base, ratio = (results[f"replay.{n}"] for n in ("rps", "aiohttp_rps", "ratio_vs_aiohttp"))
     assert rps["value"] > 0 and base["value"] > 0
     assert abs(ratio["value"] - rps["value"] / base["value"]) < 0.01
