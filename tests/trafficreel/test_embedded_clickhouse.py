@@ -160,3 +160,25 @@ def test_rejected_insert_reports_the_parse_error(infra: Infra) -> None:
     assert int(headers["X-ClickHouse-Exception-Code"]) > 0
     assert body.startswith(b"Code: ")
     _http(infra, "POST", {"query": f"DROP TABLE {table}"})
+
+
+def test_insert_select_from_input_transforms_the_body(infra: Infra) -> None:
+    """INSERT … SELECT … FROM input('structure') FORMAT X reads the body through the SELECT, as
+    ClickHouse's input() table function does (URL and body forms, quotes inside the structure)."""
+    table = f"default.input_{uuid.uuid4().hex[:8]}"
+    _http(
+        infra, "POST", {"query": f"CREATE TABLE {table} (a UInt32, s String) ENGINE = MergeTree ORDER BY a"}
+    )
+    statement = (
+        f"INSERT INTO {table} SELECT x * 2, concat(y, '!') FROM input('x UInt32, y String') FORMAT CSV"
+    )
+    status, headers, body = _http(infra, "POST", {"query": statement}, b'1,"a"\n2,"it\'s"\n')
+    assert status == 200, body
+    assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "2"
+    status, _, body = _http(infra, "POST", {}, f"{statement}\n3,c\n".encode())
+    assert status == 200, body
+    rows = _http(infra, "GET", {"query": f"SELECT a, s FROM {table} ORDER BY a"})[2]
+    assert rows == b"2\ta!\n4\tit\\'s!\n6\tc!\n"
+    status, headers, _ = _http(infra, "POST", {"query": statement}, b"not,a,row\n")
+    assert status >= 400 and int(headers["X-ClickHouse-Exception-Code"]) > 0
+    _http(infra, "POST", {"query": f"DROP TABLE {table}"})

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +37,12 @@ _INSERT_FORMAT_RE = re.compile(
     rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*(?:\r?\n)?",
     re.IGNORECASE | re.DOTALL,
 )
+# ClickHouse's input() table function (INSERT … SELECT … FROM input('structure') FORMAT X):
+# chDB inserts only plain INSERTs from a stream, so the body is staged in a file and read by file().
+_INPUT_RE = re.compile(r"\binput\s*\(\s*('(?:[^'\\]|\\.|'')*')\s*\)", re.IGNORECASE | re.DOTALL)
+# Staged in memory where the system offers it; NamedTemporaryFile creates the file exclusively, 0600.
+_SHM = "/dev/shm"  # noqa: S108
+_STAGING_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
 _READ_STATEMENT_RE = re.compile(r"^\s*(?:\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
 _COMMENT_RE = re.compile(r"^\s*(?:--[^\n]*\n|/\*.*?\*/)", re.DOTALL)
 
@@ -197,6 +205,17 @@ class ChdbEngine:
                 raise ClickHouseError.from_engine(exc.__cause__ or exc) from exc
         return int(result.rows_written), int(result.bytes_written)
 
+    def insert_select(self, statement: str, fmt: str, chunks: Iterator[bytes]) -> tuple[int, int]:
+        """``INSERT … SELECT … FROM input('structure')``: the data is staged in a file for file()."""
+        with tempfile.NamedTemporaryFile(dir=_STAGING_DIR, prefix="trafficreel-input-") as staged:
+            for chunk in chunks:
+                staged.write(chunk)
+            staged.flush()
+            path = _quote(staged.name)
+            sql = _INPUT_RE.sub(lambda m: f"file({path}, {_quote(fmt)}, {m.group(1)})", statement, count=1)
+            result = self.query(sql, "TabSeparated", {})
+        return int(result.rows_written()), int(result.bytes_written())
+
     def set_settings(self, settings: dict[str, str]) -> None:
         for name, value in settings.items():
             self.query(f"SET {name} = {_quote(value)}", "TabSeparated", {})
@@ -234,6 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
     engine: ChdbEngine
     protocol_version = "HTTP/1.1"
     server_version = "trafficreel-chdb"
+    # Headers and body leave in separate writes; with Nagle's algorithm on, the body of every
+    # reply waits for the client's delayed ACK (about 40 ms per request on Linux).
+    disable_nagle_algorithm = True
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -380,7 +402,11 @@ class _Handler(BaseHTTPRequestHandler):
             statement, data_format = insert.group(1).decode(), insert.group(2).decode()
             leftover = head[insert.end() :] if not url_query else b""
             # URL-parameter form: the whole body is data. Body form: data follows the FORMAT clause.
-            rows, written = self.engine.insert(statement, data_format, _chain(leftover, body))
+            chunks = _chain(leftover, body)
+            if _INPUT_RE.search(statement):
+                rows, written = self.engine.insert_select(statement, data_format, chunks)
+            else:
+                rows, written = self.engine.insert(statement, data_format, chunks)
             summary = {"written_rows": str(rows), "written_bytes": str(written), "result_rows": "0"}
             self._reply(b"", "TabSeparated", query_id, summary, started)
             return
