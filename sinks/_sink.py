@@ -1,8 +1,9 @@
 """The sink: class topics → ClickHouse, every record exactly once, whatever crashes.
 
-Records are batched per partition (by rows, bytes and age) and inserted with clickhouse-connect;
-the Kafka offset is committed only after the insert succeeded. Three things keep a record from
-being stored twice:
+Records are batched per partition (by rows, bytes and age) and inserted with clickhouse-connect
+as their own Avro bytes, which ClickHouse parses itself (``_avro``: no decoding in Python for
+records written with the current schema); the Kafka offset is committed only after the insert
+succeeded. Three things keep a record from being stored twice:
 
 1. The rows carry their Kafka coordinates. When partitions are assigned, the sink reads the
    highest stored offset of each from ClickHouse and starts after it if that is past the committed
@@ -15,9 +16,10 @@ being stored twice:
    index on id). ReplacingMergeTree collapses anything that still slips through.
 
 ClickHouse unreachable or failing: the partition's batch is retried with capped exponential
-backoff (tenacity) while consuming pauses; nothing is committed meanwhile. A row ClickHouse
-refuses is found by inserting the failed batch row by row, goes to the dead-letter topic with the
-reason, and the rest lands.
+backoff (tenacity) while consuming pauses; nothing is committed meanwhile. When ClickHouse refuses
+a batch, its records are decoded in full: the undecodable ones go to the dead-letter topic with
+the decoder's reason and the rest is inserted; a record ClickHouse still refuses is found by
+inserting one at a time and goes to the dead-letter topic as ``clickhouse-rejected``.
 """
 
 from __future__ import annotations
@@ -33,16 +35,18 @@ from confluent_kafka import Message as KafkaMessage
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from trafficreel.logs import get_logger
-from trafficreel.schemas import DecodeError, Deserializer, Exchange
+from trafficreel.schemas import SINGLE_OBJECT_MAGIC, DecodeError, Deserializer, Serializer
 from trafficreel.streams._process import DeadLetter, dead_letter_headers
 from trafficreel.streams._sender import Message
 
+from ._avro import AvroBatch, AvroInsert, read_id_and_start
 from ._migrations import MIGRATIONS
-from ._rows import COLUMNS, Columns, day_of
 
 __all__ = ["ClickHouseSink", "SinkStats", "migrate"]
 
 log = get_logger("trafficreel.sinks")
+_DAY_US = 86_400_000_000  # the table's partitions are UTC days
+_HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
 
 
 def migrate(client: Any, ttl_days: int | None = None) -> list[int]:
@@ -84,6 +88,15 @@ class SinkStats:
     retries: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # records behind, per partition
+
+
+@dataclass(slots=True)
+class _Item:
+    message: Message
+    id: str
+    start_time: int  # µs since the epoch
+    data: bytes  # framed record; its Avro body starts at ``start``
+    start: int
 
 
 @dataclass
@@ -139,6 +152,10 @@ class ClickHouseSink:
         self.topics = topics
         self.dlq_topic = dlq_topic
         self.deserializer = deserializer or Deserializer()
+        current = self.deserializer.reader
+        self._avro = AvroInsert(current)
+        self._current_header = SINGLE_OBJECT_MAGIC + current.fingerprint
+        self._serializer = Serializer(schema=current)
         self.batch_rows, self.batch_bytes, self.batch_seconds = batch_rows, batch_bytes, batch_seconds
         self.stats = SinkStats()
         self._on_batch = on_batch
@@ -153,6 +170,9 @@ class ClickHouseSink:
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
                 "max.poll.interval.ms": 600_000,
+                # A fetch at the end of the log is parked until this much time passed (Tansu parks
+                # it for all of it even when records arrive): it bounds the added latency.
+                "fetch.wait.max.ms": 100,
             }
         )
         self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
@@ -238,21 +258,34 @@ class ClickHouseSink:
         if batch is None or not batch.messages:
             return
         started = time.perf_counter()
-        by_day: dict[int, list[tuple[Exchange, Message]]] = {}
+        by_day: dict[int, list[_Item]] = {}
         for message in batch.messages:
             try:
-                record = self.deserializer(message.value or b"")
+                item = self._item(message)
             except DecodeError as exc:
                 self._dead_letter(message, exc.reason, str(exc))
                 continue
-            by_day.setdefault(day_of(record), []).append((record, message))
+            by_day.setdefault(item.start_time // _DAY_US, []).append(item)
         for day in sorted(by_day):
-            self._insert_day(batch, by_day[day])
+            self._insert_day(batch.topic, batch.partition, day, by_day[day])
+        next_offset = batch.messages[-1].offset + 1
         self._dead_letters_delivered()
-        self._commit(batch.topic, batch.partition, batch.messages[-1].offset + 1)
-        self._lag(batch.topic, batch.partition, batch.messages[-1].offset + 1)
+        self._commit(batch.topic, batch.partition, next_offset)
+        self._lag(batch.topic, batch.partition, next_offset)
         if self._on_batch is not None:
             self._on_batch(len(batch.messages), time.perf_counter() - started)
+
+    def _item(self, message: Message) -> _Item:
+        """The record's id, start time and Avro body in the current schema, without decoding it
+        when it was written with the current schema (DecodeError if it cannot be read)."""
+        value = message.value or b""
+        if value[:_HEADER_LEN] == self._current_header:
+            record_id, start_time = read_id_and_start(value, _HEADER_LEN)
+            return _Item(message, record_id, start_time, value, _HEADER_LEN)
+        # Another writer schema, or Confluent framing: resolve to the current schema, re-encode.
+        record = self.deserializer(value)
+        encoded = self._serializer(record)
+        return _Item(message, record["id"], record["start_time"], encoded, _HEADER_LEN)
 
     def _lag(self, topic: str, partition: int, next_offset: int) -> None:
         # The high watermark as the last fetch reported it: no request to the broker.
@@ -296,61 +329,82 @@ class ClickHouseSink:
                 self.stats.retries += 1
                 time.sleep(min(5.0, 0.2 * 2**attempt))
 
-    def _insert_day(self, batch: _Batch, items: list[tuple[Exchange, Message]]) -> None:
+    def _insert_day(self, topic: str, partition: int, day: int, items: list[_Item]) -> None:
         existing = self._existing_ids(items)
-        columns = Columns()
-        for record, message in items:
-            if record["id"] in existing:
+        rows = AvroBatch(self._avro, topic, partition)
+        kept: list[_Item] = []
+        for item in items:
+            if item.id in existing:
                 self.stats.duplicates_skipped += 1
                 continue
-            existing.add(record["id"])  # a duplicate inside the batch, too
-            columns.add(record, batch.topic, batch.partition, message.offset)
-        if not len(columns):
+            existing.add(item.id)  # a duplicate inside the batch, too
+            rows.add(item.data, item.start, item.message.offset)
+            kept.append(item)
+        if not kept:
             return
-        first, last = items[0][1].offset, items[-1][1].offset
-        token = f"{batch.topic}:{batch.partition}:{first}-{last}:{day_of(items[0][0])}"
+        token = f"{topic}:{partition}:{items[0].message.offset}-{items[-1].message.offset}:{day}"
         try:
-            self._retry(lambda: self._insert(columns, token))
-        except Exception as exc:  # noqa: BLE001 - a refused batch: find the refused rows
-            log.warning("ClickHouse refused a batch; inserting it row by row", error=str(exc)[:500])
-            self._insert_rows_one_by_one(columns, items, token)
+            self._retry(lambda: self._insert(rows, token))
+        except Exception as exc:  # noqa: BLE001 - a refused batch: find the refused records
+            log.warning("ClickHouse refused a batch; checking its records", error=str(exc)[:500])
+            self._insert_refused(rows, kept, token)
             return
-        self.stats.rows_inserted += len(columns)
+        self.stats.rows_inserted += len(rows)
         self.stats.batches_inserted += 1
 
-    def _insert(self, columns: Columns, token: str) -> None:
-        self.client.insert(
-            "exchanges",
-            columns.data,
-            column_names=COLUMNS,
-            column_oriented=True,
+    def _insert(self, rows: AvroBatch, token: str) -> None:
+        self.client.command(
+            self._avro.statement,
+            data=rows.payload(),
             settings={"insert_deduplicate": 1, "insert_deduplication_token": token},
         )
 
-    def _insert_rows_one_by_one(
-        self, columns: Columns, items: list[tuple[Exchange, Message]], token: str
-    ) -> None:
-        by_id = {record["id"]: message for record, message in items}
-        for index in range(len(columns)):
-            one = columns.rows(index)
+    def _insert_refused(self, rows: AvroBatch, items: list[_Item], token: str) -> None:
+        """A batch ClickHouse refused: records the full decoder rejects go to the DLQ with its
+        reason and the rest is tried again; if that fails too, record by record."""
+        valid: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                self.deserializer(item.data)
+            except DecodeError as exc:
+                self._dead_letter(item.message, exc.reason, str(exc))
+            else:
+                valid.append(index)
+        if not valid:
+            return
+        if len(valid) < len(items):
+            rows, items = rows.subset(valid), [items[i] for i in valid]
+            try:
+                self._retry(lambda: self._insert(rows, f"{token}:valid"))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("ClickHouse refused the decodable records", error=str(exc)[:500])
+            else:
+                self.stats.rows_inserted += len(rows)
+                self.stats.batches_inserted += 1
+                return
+        for index, item in enumerate(items):
+            one = rows.subset([index])
             try:
                 self._retry(lambda one=one, index=index: self._insert(one, f"{token}:{index}"))  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001
-                self._dead_letter(by_id[one.ids[0]], "clickhouse-rejected", str(exc)[:2000])
+                self._dead_letter(item.message, "clickhouse-rejected", str(exc)[:2000])
             else:
                 self.stats.rows_inserted += 1
 
-    def _existing_ids(self, items: list[tuple[Exchange, Message]]) -> set[str]:
-        ids = [record["id"] for record, _ in items]
-        low = min(record["start_time"] for record, _ in items)
-        high = max(record["start_time"] for record, _ in items)
+    def _existing_ids(self, items: list[_Item]) -> set[str]:
+        # The ids go as one string split on the server: a literal list of thousands of UUIDs
+        # costs more to bind here and to parse there than the lookup itself. The set still
+        # drives the primary key and the bloom-filter index on id.
+        ids = ",".join(item.id for item in items)
+        low = min(item.start_time for item in items)
+        high = max(item.start_time for item in items)
         rows = self._retry(
             lambda: (
                 self.client.query(
                     "SELECT toString(id) FROM exchanges WHERE start_time BETWEEN "
                     "fromUnixTimestamp64Micro(%(low)s, 'UTC') AND fromUnixTimestamp64Micro(%(high)s, 'UTC') "
-                    "AND id IN %(ids)s",
-                    parameters={"low": low, "high": high, "ids": tuple(ids)},
+                    "AND id IN (SELECT toUUIDOrZero(arrayJoin(splitByChar(',', %(ids)s))))",
+                    parameters={"low": low, "high": high, "ids": ids},
                 ).result_rows
             )
         )

@@ -271,3 +271,36 @@ def test_metrics_read_the_sink_counters() -> None:
         'trafficreel_sink_lag{partition="1",topic="t"} 17.0',
     ):
         assert line in text
+
+
+def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse: Any) -> None:
+    """Records of a newer compatible writer are re-encoded and stored; a record cut short after
+    its id (ClickHouse refuses the batch) goes to the DLQ with the decoder's reason, the rest of
+    its batch lands."""
+    import copy
+
+    from trafficreel.schemas import Deserializer, WriterSchema, exchange_schema
+
+    raw = copy.deepcopy(exchange_schema().json)
+    raw["fields"].append({"name": "cost_units", "type": ["null", "long"], "default": None})
+    newer = WriterSchema.from_json(raw)
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    current, later = _records(20), _records(5, start=100)
+    cut = SERIALIZER(_records(1, start=200)[0])[:80]
+    later_values = [Serializer(schema=newer)({**r, "cost_units": 7}) for r in later]  # type: ignore[typeddict-unknown-key]
+    _produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut])
+    _produce(infra.bootstrap, f"{prefix}.business", current[10:])
+    sink = ClickHouseSink(
+        _factory(infra, clickhouse.database),
+        {"bootstrap.servers": infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-sink",
+        deserializer=Deserializer(writers=[exchange_schema(), newer]),
+    )
+    _run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 25)
+    stored = {row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows}
+    assert stored == {r["id"] for r in current + later}
+    dead = read_all(infra.bootstrap, f"{prefix}.dlq")
+    assert [(m.value, m.headers["trafficreel-dlq-reason"]) for m in dead] == [(cut, b"truncated")]

@@ -1,0 +1,235 @@
+"""Records to ClickHouse as their own Avro bytes: ClickHouse parses them, Python only slices.
+
+A batch is sent as an Avro object container whose schema is the exchange schema plus three
+trailing fields, ``kafka_topic``, ``kafka_partition`` and ``kafka_offset``. Avro encodes a record
+as its fields one after another, so a record's wire body followed by those three values *is* a
+record of the extended schema: the sink appends a few bytes to each message instead of decoding
+and re-encoding it. Each record is its own container block, so a record whose bytes are cut
+short fails alone and cannot shift the reading of its neighbours.
+
+The statement is ``INSERT INTO exchanges (…) SELECT … FROM input('<structure>') FORMAT Avro``:
+ClickHouse's ``input`` table function reads the body with the structure the schema maps to
+(records as named tuples, unions with null as Nullable, enums as Enum8) and the SELECT flattens
+it into the table's columns (``_rows.COLUMNS``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+import fastavro
+
+from trafficreel.schemas import DecodeError, WriterSchema
+
+from ._rows import COLUMNS
+
+__all__ = ["AvroBatch", "AvroInsert", "clickhouse_structure", "read_id_and_start"]
+
+_COORDINATES = [
+    {"name": "kafka_topic", "type": "string"},
+    {"name": "kafka_partition", "type": "int"},
+    {"name": "kafka_offset", "type": "long"},
+]
+_PRIMITIVES = {
+    "string": "String",
+    "bytes": "String",
+    "int": "Int32",
+    "long": "Int64",
+    "float": "Float32",
+    "double": "Float64",
+    "boolean": "Bool",
+}
+_LOGICAL = {"uuid": "UUID", "timestamp-micros": "DateTime64(6)", "timestamp-millis": "DateTime64(3)"}
+
+
+def _body(prefix: str) -> dict[str, str]:
+    body = f"{prefix}.body"
+    return {
+        f"{prefix}_body_data": f"{body}.data",
+        f"{prefix}_body_size": f"{body}.size",
+        f"{prefix}_body_sha256": f"{body}.sha256",
+        f"{prefix}_body_content_type": f"{body}.content_type",
+        f"{prefix}_body_content_encoding": f"{body}.content_encoding",
+        f"{prefix}_body_declared_length": f"{body}.declared_length",
+        f"{prefix}_body_state": f"toString({body}.state)",
+    }
+
+
+# Table column -> expression over the Avro record (as ClickHouse's input() presents it).
+_SELECT: dict[str, str] = {
+    "id": "id",
+    "start_time": "start_time",
+    "duration_us": "duration_us",
+    "direction": "toString(direction)",
+    **{
+        name: f"source.{name}"
+        for name in (
+            "service",
+            "service_version",
+            "pod",
+            "namespace",
+            "node",
+            "container_id",
+            "k8s_api_host",
+            "recorder",
+        )
+    },
+    **{
+        name: f"peer.{name}"
+        for name in ("remote_address", "remote_port", "local_address", "local_port", "forwarded_for")
+    },
+    **{name: f"request.{name}" for name in ("method", "scheme", "host", "path", "query", "http_version")},
+    "request_headers": "request.headers",
+    **_body("request"),
+    "status": "response.status",
+    "response_headers": "response.headers",
+    "response_trailers": "response.trailers",
+    **_body("response"),
+    "outcome": "toString(outcome.kind)",
+    "exception_type": "outcome.exception_type",
+    "exception_message": "outcome.exception_message",
+    "response_started": "outcome.response_started",
+    "trace_id": "trace.trace_id",
+    "span_id": "trace.span_id",
+    "trace_sampled": "trace.sampled",
+    "traffic_class": "coalesce(nullIf(traffic_class, ''), 'unclassified')",
+    "class_rule": "ifNull(class_rule, '')",
+    "route": "ifNull(route, '')",
+    "sample_weight": "ifNull(sample_weight, 1.0)",
+    "redactions": "redactions",
+    "tags": "tags",
+    "kafka_topic": "kafka_topic",
+    "kafka_partition": "kafka_partition",
+    "kafka_offset": "kafka_offset",
+}
+
+
+def clickhouse_structure(schema: dict[str, Any]) -> str:
+    """The ClickHouse structure (``name Type, …``) a top-level Avro record schema reads as."""
+    named: dict[str, str] = {}
+    return ", ".join(f"{f['name']} {_type(f['type'], named)}" for f in schema["fields"])
+
+
+def _type(node: Any, named: dict[str, str]) -> str:
+    if isinstance(node, str):
+        if node in _PRIMITIVES:
+            return _PRIMITIVES[node]
+        return named[node]  # a named type defined earlier (Avro requires define-before-use)
+    if isinstance(node, list):
+        branches = [b for b in node if b != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"unions other than [null, T] have no ClickHouse column type: {node}")
+        inner = _type(branches[0], named)
+        return f"Nullable({inner})" if len(branches) < len(node) else inner
+    kind = node["type"]
+    if node.get("logicalType") in _LOGICAL:
+        return _LOGICAL[node["logicalType"]]
+    if kind == "record":
+        result = "Tuple(" + ", ".join(f"{f['name']} {_type(f['type'], named)}" for f in node["fields"]) + ")"
+    elif kind == "enum":
+        symbols = ", ".join(f"'{s}' = {i}" for i, s in enumerate(node["symbols"]))
+        result = f"Enum8({symbols})"
+    elif kind == "fixed":
+        result = f"FixedString({node['size']})"
+    elif kind == "array":
+        return f"Array({_type(node['items'], named)})"
+    elif kind == "map":
+        return f"Map(String, {_type(node['values'], named)})"
+    else:
+        return _type(kind, named)
+    named[node["name"]] = result
+    if "namespace" in node:
+        named[f"{node['namespace']}.{node['name']}"] = result
+    return result
+
+
+def _long(n: int) -> bytes:
+    """Avro's zig-zag varint encoding of a long."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def read_id_and_start(data: bytes, start: int) -> tuple[str, int]:
+    """The record id and start time (µs) from the first two fields of an Avro body at ``start``."""
+    try:
+        length, pos = _read_long(data, start)
+        if length < 0 or pos + length > len(data):
+            raise ValueError("id length out of range")
+        record_id = data[pos : pos + length].decode()
+        start_time, _ = _read_long(data, pos + length)
+    except (IndexError, ValueError) as exc:
+        raise DecodeError("truncated", f"the record's id and start time cannot be read: {exc}", data) from exc
+    return record_id, start_time
+
+
+class AvroInsert:
+    """The INSERT statement and the container header for one writer schema (the current one)."""
+
+    def __init__(self, schema: WriterSchema, table: str = "exchanges") -> None:
+        if [f["name"] for f in schema.json["fields"][:2]] != ["id", "start_time"]:
+            raise ValueError("the exchange schema must start with id and start_time")
+        extended = copy.deepcopy(schema.json)
+        extended["fields"] = [*extended["fields"], *_COORDINATES]
+        header = io.BytesIO()
+        fastavro.writer(header, fastavro.parse_schema(extended), [], codec="null")
+        self.header = header.getvalue()
+        self.sync = self.header[-16:]  # fastavro ends the header with the file's sync marker
+        structure = clickhouse_structure(extended).replace("\\", "\\\\").replace("'", "\\'")
+        select = ", ".join(_SELECT[column] for column in COLUMNS)
+        self.statement = (
+            f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT {select} "  # noqa: S608 - fixed names
+            f"FROM input('{structure}') FORMAT Avro"
+        )
+        self.extended = extended  # the schema of the container: exchange + Kafka coordinates
+
+
+class AvroBatch:
+    """Records of one partition and one day, kept as Avro bodies ready to send."""
+
+    def __init__(self, insert: AvroInsert, topic: str, partition: int) -> None:
+        self._insert = insert
+        self._coordinates = _long(len(topic.encode())) + topic.encode() + _long(partition)
+        self.blocks: list[bytes] = []
+        self.offsets: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def add(self, data: bytes, start: int, offset: int) -> None:
+        """Add the Avro body ``data[start:]`` of the record at ``offset``."""
+        body = memoryview(data)[start:]
+        tail = self._coordinates + _long(offset)
+        size = len(body) + len(tail)
+        self.blocks.append(b"".join((b"\x02", _long(size), body, tail, self._insert.sync)))
+        self.offsets.append(offset)
+
+    def subset(self, keep: list[int]) -> AvroBatch:
+        """A batch of the records at the given positions."""
+        out = AvroBatch.__new__(AvroBatch)
+        out._insert, out._coordinates = self._insert, self._coordinates
+        out.blocks = [self.blocks[i] for i in keep]
+        out.offsets = [self.offsets[i] for i in keep]
+        return out
+
+    def payload(self) -> bytes:
+        return self._insert.header + b"".join(self.blocks)
