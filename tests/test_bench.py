@@ -53,6 +53,12 @@ def test_bench_sink_quick_json() -> None:
     assert sink["value"] > 0 and engine["value"] > 0
     assert abs(ratio["value"] - sink["value"] / engine["value"]) < 0.01
     assert ratio["target"] == 0.8
+    # end to end at 1,000 requests/s: every row arrives, the latency figures are ordered
+    p50, p99, most = (results[f"sink.e2e_{n}_ms"] for n in ("p50", "p99", "max"))
+    assert results["sink.e2e_rows_missing"]["value"] == 0
+    assert results["sink.e2e_rate"]["value"] > 900
+    assert 0 < p50["value"] <= p99["value"] <= most["value"]
+    assert p99["target"] == 2000 and p99["target_is_max"] is True
 
 
 def test_bench_replay_quick_json() -> None:
