@@ -4,13 +4,15 @@
     instrument(recorder)     # httpx (sync and async) and urllib3, hence requests and the kubernetes client
 
 Each real request attempt is one record: method, scheme, Host, raw path and query, headers as sent,
-the request body when it is given as bytes, the response status, headers and body as the caller
-reads it. Calls made while ``not_recorded()`` is active, and the recorder's own calls, are skipped.
+the request body (given as bytes, or copied as the client reads it from a file, iterator or
+stream), the response status, headers and body as the caller reads it. Calls made while
+``not_recorded()`` is active, and the recorder's own calls, are skipped.
 A failure inside the hook never reaches the caller; the caller's own errors propagate unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -60,6 +62,65 @@ def _start(
         client=server,
         host=host,
     )
+
+
+class _BodyTee:
+    """Copies a request body given as a stream into the record as the client reads it to send."""
+
+    def __init__(self, inner: Any, capture: BodyCapture) -> None:
+        self._inner, self._capture = inner, capture
+        self.done = False
+
+    def feed(self, chunk: Any) -> None:
+        with contextlib.suppress(Exception):  # a hook failure must not fail the call
+            self._capture.feed(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk))
+
+    def abort_unless_done(self) -> None:
+        if not self.done:
+            self._capture.aborted = True
+
+
+class _ReadTee(_BodyTee):
+    """A file-like request body for urllib3: ``read`` copies what it returns; anything else is the
+    file's own. Text files are read as UTF-8 bytes, as urllib3 itself would send them."""
+
+    def read(self, *args: Any) -> bytes:
+        data = self._inner.read(*args)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if data:
+            self.feed(data)
+        else:
+            self.done = True
+        return data  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _IterTee(_BodyTee):
+    """An iterable request body for urllib3: each chunk copied as it is sent."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            self.feed(chunk)
+            yield chunk
+        self.done = True
+
+
+def _urllib3_body(body: Any, ex: PendingExchange) -> tuple[Any, _BodyTee | None]:
+    """The body to send and its tee, when urllib3 reads it from a file or an iterator."""
+    if body is None or isinstance(body, (str, bytes, bytearray, memoryview)) or ex.req_body is None:
+        return body, None
+    if hasattr(body, "read"):
+        tee: _BodyTee = _ReadTee(body, ex.req_body)
+        return tee, tee
+    try:
+        iter(body)
+    except TypeError:
+        return body, None
+    tee = _IterTee(body, ex.req_body)
+    return tee, tee
 
 
 def _respond(
@@ -169,6 +230,48 @@ def _httpx_streams() -> tuple[type, type]:
     return SyncTee, AsyncTee
 
 
+def _httpx_request_streams() -> tuple[type, type]:
+    import httpx
+
+    class SyncRequestTee(_BodyTee, httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self._inner:
+                self.feed(chunk)
+                yield chunk
+            self.done = True
+
+        def close(self) -> None:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+
+    class AsyncRequestTee(_BodyTee, httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._inner:
+                self.feed(chunk)
+                yield chunk
+            self.done = True
+
+        async def aclose(self) -> None:
+            aclose = getattr(self._inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return SyncRequestTee, AsyncRequestTee
+
+
+def _tee_httpx_request(ex: PendingExchange | None, request: Any, tee_type: type) -> _BodyTee | None:
+    """Copy a streamed httpx request body (bytes content was captured whole at the start)."""
+    if ex is None or ex.req_body is None or type(request.stream).__name__ == "ByteStream":
+        return None
+    try:
+        tee: _BodyTee = tee_type(request.stream, ex.req_body)
+        request.stream = tee
+    except Exception:  # noqa: BLE001 - a hook failure must not fail the call
+        return None
+    return tee
+
+
 def _instrument_httpx(recorder: Recorder) -> None:
     try:
         import httpx
@@ -176,6 +279,7 @@ def _instrument_httpx(recorder: Recorder) -> None:
         return
 
     sync_tee, async_tee = _httpx_streams()
+    sync_request_tee, async_request_tee = _httpx_request_streams()
 
     def respond(ex: PendingExchange | None, response: Any, tee: type) -> Any:
         if ex is None:
@@ -193,10 +297,13 @@ def _instrument_httpx(recorder: Recorder) -> None:
         @functools.wraps(original)
         def handle_request(self: Any, request: Any) -> Any:
             ex = _httpx_start(recorder, request)
+            body = _tee_httpx_request(ex, request, sync_request_tee)
             try:
                 response = original(self, request)
             except BaseException as exc:
                 if ex is not None:
+                    if body is not None:
+                        body.abort_unless_done()
                     _finish(recorder, ex, exc=exc)
                 raise
             return respond(ex, response, sync_tee)
@@ -207,10 +314,13 @@ def _instrument_httpx(recorder: Recorder) -> None:
         @functools.wraps(original)
         async def handle_async_request(self: Any, request: Any) -> Any:
             ex = _httpx_start(recorder, request)
+            body = _tee_httpx_request(ex, request, async_request_tee)
             try:
                 response = await original(self, request)
             except BaseException as exc:
                 if ex is not None:
+                    if body is not None:
+                        body.abort_unless_done()
                     _finish(recorder, ex, exc=exc)
                 raise
             return respond(ex, response, async_tee)
@@ -331,11 +441,14 @@ def _instrument_urllib3(recorder: Recorder) -> None:
                     body,
                     (self.host, self.port or default_port),
                 )
+                sent, tee = _urllib3_body(body, ex)
             except Exception:  # noqa: BLE001 - a hook failure must not fail the call
                 return original(self, conn, method, url, body, headers, *args, **kwargs)
             try:
-                response = original(self, conn, method, url, body, headers, *args, **kwargs)
+                response = original(self, conn, method, url, sent, headers, *args, **kwargs)
             except BaseException as exc:
+                if tee is not None:
+                    tee.abort_unless_done()
                 _finish(recorder, ex, exc=exc)
                 raise
             try:

@@ -190,3 +190,59 @@ def test_failed_calls_are_recorded_and_raise(recorder: CapturingRecorder) -> Non
     (record,) = recorder.wait(1)
     assert (record["outcome"]["kind"], record["response"]["status"]) == ("RAISED", None)
     assert record["outcome"]["exception_type"] == "httpx.ConnectError"
+
+
+def test_streamed_request_bodies_are_copied_as_sent(recorder: CapturingRecorder, service_port: int) -> None:
+    """Bodies given as generators, async generators and files reach the server unchanged and the
+    record holds the bytes sent (httpx sync and async, requests from a generator and a file)."""
+    import io
+
+    import httpx
+    import requests
+
+    base = f"http://127.0.0.1:{service_port}/echo/stream"
+    parts = [b'{"part": 1, ', b'"more": "', b"x" * 5000, b'"}']
+    whole = b"".join(parts)
+    text = {"content-type": "application/json"}
+
+    def chunks() -> Any:
+        yield from parts
+
+    async def achunks() -> Any:
+        for part in parts:
+            yield part
+
+    async def async_call() -> bytes:
+        async with httpx.AsyncClient() as client:
+            return (await client.post(base, content=achunks(), headers=text)).content
+
+    with httpx.Client() as client:
+        assert client.post(base, content=chunks(), headers=text).content == whole
+    assert asyncio.run(async_call()) == whole
+    assert requests.post(base, data=chunks(), headers=text, timeout=10).content == whole
+    assert requests.post(base, data=io.BytesIO(whole), headers=text, timeout=10).content == whole
+    records = recorder.wait(4)
+    assert len(records) == 4
+    for record in records:
+        body = record["request"]["body"]
+        assert (body["data"], body["size"], body["state"]) == (whole, len(whole), "COMPLETE")
+
+
+def test_a_body_stream_that_fails_is_marked_aborted(recorder: CapturingRecorder, service_port: int) -> None:
+    """A request body generator that raises: the caller gets its error, the record keeps what was
+    sent and marks the body ABORTED."""
+    import httpx
+
+    def failing() -> Any:
+        yield b'{"a": '
+        raise RuntimeError("the body source broke")
+
+    with httpx.Client() as client, pytest.raises(RuntimeError, match="body source broke"):
+        client.post(
+            f"http://127.0.0.1:{service_port}/echo/x",
+            content=failing(),
+            headers={"content-type": "application/json"},
+        )
+    (record,) = recorder.wait(1)
+    body = record["request"]["body"]
+    assert (body["data"], body["state"], record["outcome"]["kind"]) == (b'{"a": ', "ABORTED", "RAISED")
