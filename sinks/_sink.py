@@ -8,9 +8,11 @@ succeeded. Three things keep a record from being stored twice:
 1. The rows carry their Kafka coordinates. When partitions are assigned, the sink reads the
    highest stored offset of each from ClickHouse and starts after it if that is past the committed
    offset — a sink killed between insert and commit does not insert the batch again.
-2. A batch never spans two days (the table's partitions), so each insert writes one part:
-   atomically there or not. Each insert also carries a deduplication token from its
-   topic/partition/offset range, so an identical retry is dropped by ClickHouse itself.
+2. An insert never spans two days (the table's partitions), so each writes one part: atomically
+   there or not. A batch is inserted as runs of consecutive offsets of one day, in offset order,
+   so every offset up to the highest stored one was handled (1. is exact, even at midnight). Each
+   insert also carries a deduplication token from its topic/partition/offset range, so an
+   identical retry is dropped by ClickHouse itself.
 3. A record sent twice upstream (a stream worker that crashed re-sends its chunk: same id, new
    offset) is filtered out before insert by looking its id up in the same time range (bloom-filter
    index on id). ReplacingMergeTree collapses anything that still slips through.
@@ -24,6 +26,7 @@ inserting one at a time and goes to the dead-letter topic as ``clickhouse-reject
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -258,18 +261,20 @@ class ClickHouseSink:
         if batch is None or not batch.messages:
             return
         started = time.perf_counter()
-        by_day: dict[int, list[_Item]] = {}
+        items: list[_Item] = []
         for message in batch.messages:
             try:
-                item = self._item(message)
+                items.append(self._item(message))
             except DecodeError as exc:
                 self._dead_letter(message, exc.reason, str(exc))
-                continue
-            by_day.setdefault(item.start_time // _DAY_US, []).append(item)
-        for day in sorted(by_day):
-            self._insert_day(batch.topic, batch.partition, day, by_day[day])
-        next_offset = batch.messages[-1].offset + 1
+        # Dead letters reach the broker before any row past them is stored, and each insert holds
+        # a run of consecutive offsets of one day (one part, atomic): whatever a crash interrupts,
+        # every offset up to the highest one stored was handled, so resuming after it is exact.
         self._dead_letters_delivered()
+        for day, run in itertools.groupby(items, key=lambda item: item.start_time // _DAY_US):
+            self._insert_day(batch.topic, batch.partition, day, list(run))
+            self._dead_letters_delivered()
+        next_offset = batch.messages[-1].offset + 1
         self._commit(batch.topic, batch.partition, next_offset)
         self._lag(batch.topic, batch.partition, next_offset)
         if self._on_batch is not None:

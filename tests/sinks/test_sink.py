@@ -304,3 +304,36 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     assert stored == {r["id"] for r in current + later}
     dead = read_all(infra.bootstrap, f"{prefix}.dlq")
     assert [(m.value, m.headers["trafficreel-dlq-reason"]) for m in dead] == [(cut, b"truncated")]
+
+
+def test_a_crash_inside_a_batch_spanning_midnight_loses_nothing(infra: Any, clickhouse: Any) -> None:
+    """Records of two days interleaved in offset order (long requests started before midnight end
+    after short ones started after it): a sink killed after its first insert, then a new one,
+    store every record once."""
+
+    class Killed(BaseException):  # not an Exception: nothing in the sink may handle it
+        pass
+
+    class DiesAfterFirstInsert(ClickHouseSink):
+        def _insert(self, rows: Any, token: str) -> None:
+            super()._insert(rows, token)
+            raise Killed
+
+    midnight_us = 1_780_012_800_000_000  # 2026-05-29 00:00:00 UTC
+    records = _records(12)
+    for i, record in enumerate(records):
+        record["start_time"] = midnight_us + (-1 if i % 2 else 1) * (1000 + i)
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    _produce(infra.bootstrap, f"{prefix}.business", records)
+    factory, conf = _factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
+    args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
+    with pytest.raises(Killed):
+        DiesAfterFirstInsert(*args, group=f"{prefix}-sink").run()
+    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 1
+    after = ClickHouseSink(*args, group=f"{prefix}-sink")
+    _run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 12)
+    time.sleep(1)
+    stored = clickhouse.query("SELECT toString(id), toDate(start_time) FROM exchanges").result_rows
+    assert sorted(r[0] for r in stored) == sorted(r["id"] for r in records)
+    assert len({r[1] for r in stored}) == 2
