@@ -145,14 +145,37 @@ def _decompressor(encoding: str) -> Callable[[bytes], bytes] | None:
     raise ClickHouseError(48, f"Content-Encoding {encoding!r} is not supported by the embedded server")
 
 
+class _FairLock:
+    """A lock granted in arrival order. ``threading.Lock`` is not fair: a client sending request
+    after request (a sink inserting) can take it again and again while another client's request
+    (a dashboard's query) waits for seconds."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._cond.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class ChdbEngine:
-    """A chDB connection shared by all requests, one statement at a time."""
+    """A chDB connection shared by all requests, one statement at a time, in arrival order."""
 
     def __init__(self, path: str) -> None:
         from chdb import connect
 
         self._conn: Any = cast(Any, connect)(path)
-        self.lock = threading.Lock()
+        self.lock = _FairLock()
         self.version = str(self._conn.query("SELECT version()", "TabSeparated")).strip()
         self.timezone = str(self._conn.query("SELECT timezone()", "TabSeparated")).strip()
         names = str(self._conn.query("SELECT name FROM system.settings", "TabSeparated")).split()
