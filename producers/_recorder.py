@@ -39,6 +39,7 @@ from ._redact import Redactor
 __all__ = ["Recorder", "RecorderStats"]
 
 log = logging.getLogger("trafficreel.producers")
+_GATHER_SECONDS = 0.005  # a pause when the queue ran dry; Kafka's linger.ms is 20
 
 _STOP = object()
 _PAUSE = object()  # before a fork: flush, destroy the producer, end the thread; the next submit restarts
@@ -289,9 +290,14 @@ class Recorder:
             if sent % 64 == 0 or self._queue.empty():
                 # Delivery reports in batches: a poll per message costs more than it serves.
                 self._poll(producer)
-            # Hand the GIL back after each record: otherwise the app's threads wait for this
-            # one's switch interval (5 ms) whenever they come back from I/O.
-            time.sleep(0)
+            if self._queue.empty():
+                # Let records gather, then build them in a burst: woken for every record, this
+                # thread spent about twice the CPU per record (cold caches, one wake-up each).
+                time.sleep(_GATHER_SECONDS)
+            else:
+                # Hand the GIL back after each record: otherwise the app's threads wait for this
+                # one's switch interval (5 ms) whenever they come back from I/O.
+                time.sleep(0)
         if ending is _PAUSE:
             self._flush(producer, 1.5, "fork")
         else:
