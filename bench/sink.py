@@ -74,10 +74,10 @@ def run(quick: bool) -> list[Figure]:
             # (Native) and as Avro for ClickHouse to parse; the faster is the ceiling.
             decoder = Deserializer()
             columns = Columns()
-            rows = AvroBatch(AvroInsert(decoder.reader), "bench.business", 0)
+            rows = AvroBatch(AvroInsert(decoder.reader))
             for offset, value in enumerate(values):
                 columns.add(decoder(value), "bench.business", 0, offset)
-                rows.add(value, 10, offset)
+                rows.add(value, 10, "bench.business", 0, offset)
             engine = client("engine")
             started = time.perf_counter()
             engine.insert("exchanges", columns.data, column_names=COLUMNS, column_oriented=True)

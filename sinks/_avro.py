@@ -204,31 +204,30 @@ class AvroInsert:
 
 
 class AvroBatch:
-    """Records of one partition and one day, kept as Avro bodies ready to send."""
+    """Records ready to send, kept as Avro container blocks (their own bytes plus coordinates)."""
 
-    def __init__(self, insert: AvroInsert, topic: str, partition: int) -> None:
+    def __init__(self, insert: AvroInsert) -> None:
         self._insert = insert
-        self._coordinates = _long(len(topic.encode())) + topic.encode() + _long(partition)
+        self._coordinates: dict[tuple[str, int], bytes] = {}
         self.blocks: list[bytes] = []
-        self.offsets: list[int] = []
 
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def add(self, data: bytes, start: int, offset: int) -> None:
-        """Add the Avro body ``data[start:]`` of the record at ``offset``."""
+    def add(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> None:
+        """Add the Avro body ``data[start:]`` of the record at ``topic``/``partition``/``offset``."""
+        prefix = self._coordinates.get((topic, partition))
+        if prefix is None:
+            name = topic.encode()
+            prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
         body = memoryview(data)[start:]
-        tail = self._coordinates + _long(offset)
-        size = len(body) + len(tail)
-        self.blocks.append(b"".join((b"\x02", _long(size), body, tail, self._insert.sync)))
-        self.offsets.append(offset)
+        tail = prefix + _long(offset)
+        self.blocks.append(b"".join((b"\x02", _long(len(body) + len(tail)), body, tail, self._insert.sync)))
 
     def subset(self, keep: list[int]) -> AvroBatch:
         """A batch of the records at the given positions."""
-        out = AvroBatch.__new__(AvroBatch)
-        out._insert, out._coordinates = self._insert, self._coordinates
+        out = AvroBatch(self._insert)
         out.blocks = [self.blocks[i] for i in keep]
-        out.offsets = [self.offsets[i] for i in keep]
         return out
 
     def payload(self) -> bytes:

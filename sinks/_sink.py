@@ -1,16 +1,18 @@
 """The sink: class topics → ClickHouse, every record exactly once, whatever crashes.
 
-Records are batched per partition (by rows, bytes and age) and inserted with clickhouse-connect
-as their own Avro bytes, which ClickHouse parses itself (``_avro``: no decoding in Python for
-records written with the current schema); the Kafka offset is committed only after the insert
-succeeded. Three things keep a record from being stored twice:
+Records of all assigned partitions are batched together (by rows, bytes and age: one insert per
+flush, not one per partition) and inserted with clickhouse-connect as their own Avro bytes, which
+ClickHouse parses itself (``_avro``: no decoding in Python for records written with the current
+schema); the Kafka offsets are committed only after the insert succeeded. Three things keep a
+record from being stored twice:
 
 1. The rows carry their Kafka coordinates. When partitions are assigned, the sink reads the
    highest stored offset of each from ClickHouse and starts after it if that is past the committed
    offset — a sink killed between insert and commit does not insert the batch again.
 2. An insert never spans two days (the table's partitions), so each writes one part: atomically
-   there or not. A batch is inserted as runs of consecutive offsets of one day, in offset order,
-   so every offset up to the highest stored one was handled (1. is exact, even at midnight). Each
+   there or not. Of each partition, a batch is inserted as runs of consecutive offsets of one day,
+   in offset order, so every offset up to the highest stored one was handled (1. is exact, even
+   at midnight). Each
    insert also carries a deduplication token from its topic/partition/offset range, so an
    identical retry is dropped by ClickHouse itself.
 3. A record sent twice upstream (a stream worker that crashed re-sends its chunk: same id, new
@@ -104,8 +106,6 @@ class _Item:
 
 @dataclass
 class _Batch:
-    topic: str
-    partition: int
     started: float
     messages: list[Message] = field(default_factory=list)
     size: int = 0
@@ -123,6 +123,19 @@ def _message(raw: KafkaMessage) -> Message:
         offset=raw.offset() or 0,
         timestamp_ms=raw.timestamp()[1],
     )
+
+
+def _day(item: _Item) -> int:
+    return item.start_time // _DAY_US
+
+
+def _ranges(items: list[_Item]) -> str:
+    """topic:partition:first-last of each partition among ``items`` (each a run of offsets)."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for item in items:
+        key = (item.message.topic, item.message.partition)
+        ranges.setdefault(key, [item.message.offset, item.message.offset])[1] = item.message.offset
+    return ",".join(f"{t}:{p}:{first}-{last}" for (t, p), (first, last) in sorted(ranges.items()))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -181,7 +194,7 @@ class ClickHouseSink:
         self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
         self._dlq_sent = 0
         self._dlq_failed: list[str] = []
-        self._batches: dict[tuple[str, int], _Batch] = {}
+        self._batch: _Batch | None = None
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -203,8 +216,8 @@ class ClickHouseSink:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flush_batch()  # every partition's records, while they are still ours to commit
         for p in partitions:
-            self._flush(self._batches.pop((p.topic, p.partition), None))
             self.assigned.discard((p.topic, p.partition))
             self.stats.lag.pop((p.topic, p.partition), None)
         consumer.unassign()
@@ -237,46 +250,62 @@ class ClickHouseSink:
                             log.warning("kafka error", error=str(error))
                         continue
                     message = _message(raw)
-                    key = (message.topic, message.partition)
-                    batch = self._batches.get(key)
+                    batch = self._batch
                     if batch is None:
-                        batch = self._batches[key] = _Batch(key[0], key[1], time.monotonic())
+                        batch = self._batch = _Batch(time.monotonic())
                     batch.messages.append(message)
                     batch.size += len(message.value or b"")
                     if len(batch.messages) >= self.batch_rows or batch.size >= self.batch_bytes:
-                        self._flush(self._batches.pop(key))
-                now = time.monotonic()
-                for key in [k for k, b in self._batches.items() if now - b.started >= self.batch_seconds]:
-                    self._flush(self._batches.pop(key))
+                        self._flush_batch()
+                if self._batch is not None and time.monotonic() - self._batch.started >= self.batch_seconds:
+                    self._flush_batch()
                 self._producer.poll(0)
-            for key in list(self._batches):
-                self._flush(self._batches.pop(key))
+            self._flush_batch()
         finally:
             self._producer.flush(30)
             self._consumer.close()
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _flush(self, batch: _Batch | None) -> None:
+    def _flush_batch(self) -> None:
+        """Store the records of every partition read since the last flush, then commit them."""
+        batch, self._batch = self._batch, None
         if batch is None or not batch.messages:
             return
         started = time.perf_counter()
-        items: list[_Item] = []
+        by_partition: dict[tuple[str, int], list[_Item]] = {}
+        ends: dict[tuple[str, int], int] = {}
         for message in batch.messages:
+            key = (message.topic, message.partition)
+            ends[key] = message.offset + 1
             try:
-                items.append(self._item(message))
+                item = self._item(message)
             except DecodeError as exc:
                 self._dead_letter(message, exc.reason, str(exc))
-        # Dead letters reach the broker before any row past them is stored, and each insert holds
-        # a run of consecutive offsets of one day (one part, atomic): whatever a crash interrupts,
-        # every offset up to the highest one stored was handled, so resuming after it is exact.
+            else:
+                by_partition.setdefault(key, []).append(item)
+        # Dead letters reach the broker before any row past them is stored. Each insert holds
+        # one day (one part, atomic) and, of each partition, the next run of consecutive offsets
+        # of that day: whatever a crash interrupts, every offset of a partition up to its highest
+        # stored one was handled, so resuming after it is exact.
         self._dead_letters_delivered()
-        for day, run in itertools.groupby(items, key=lambda item: item.start_time // _DAY_US):
-            self._insert_day(batch.topic, batch.partition, day, list(run))
-            self._dead_letters_delivered()
-        next_offset = batch.messages[-1].offset + 1
-        self._commit(batch.topic, batch.partition, next_offset)
-        self._lag(batch.topic, batch.partition, next_offset)
+        runs = {
+            key: [(day, list(run)) for day, run in itertools.groupby(items, key=_day)]
+            for key, items in by_partition.items()
+        }
+        while runs:
+            by_day: dict[int, list[_Item]] = {}
+            for key in list(runs):
+                day, run = runs[key].pop(0)
+                by_day.setdefault(day, []).extend(run)
+                if not runs[key]:
+                    del runs[key]
+            for day in sorted(by_day):
+                self._insert_day(day, by_day[day])
+                self._dead_letters_delivered()
+        self._commit(ends)
+        for (topic, partition), end in ends.items():
+            self._lag(topic, partition, end)
         if self._on_batch is not None:
             self._on_batch(len(batch.messages), time.perf_counter() - started)
 
@@ -316,38 +345,38 @@ class ClickHouseSink:
         if err is not None:
             self._dlq_failed.append(str(err))
 
-    def _commit(self, topic: str, partition: int, offset: int) -> None:
-        # The rows are stored; a commit is what spares the next owner of the partition a re-read
+    def _commit(self, ends: dict[tuple[str, int], int]) -> None:
+        # The rows are stored; a commit is what spares the next owner of a partition a re-read
         # (it resumes after the highest offset ClickHouse holds anyway). A retriable failure is
         # retried; a lost partition (rebalance) is left to its new owner.
+        offsets = [TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()]
         for attempt in range(10):
             try:
-                self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+                self._consumer.commit(offsets=offsets, asynchronous=False)
                 return
             except KafkaException as exc:
                 error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                 if error is None or not error.retriable() or attempt == 9:
-                    log.warning(
-                        "offset commit failed", topic=topic, partition=partition, error=str(exc)[:300]
-                    )
+                    log.warning("offset commit failed", offsets=str(offsets)[:300], error=str(exc)[:300])
                     return
                 self.stats.retries += 1
                 time.sleep(min(5.0, 0.2 * 2**attempt))
 
-    def _insert_day(self, topic: str, partition: int, day: int, items: list[_Item]) -> None:
+    def _insert_day(self, day: int, items: list[_Item]) -> None:
         existing = self._existing_ids(items)
-        rows = AvroBatch(self._avro, topic, partition)
+        rows = AvroBatch(self._avro)
         kept: list[_Item] = []
         for item in items:
             if item.id in existing:
                 self.stats.duplicates_skipped += 1
                 continue
             existing.add(item.id)  # a duplicate inside the batch, too
-            rows.add(item.data, item.start, item.message.offset)
+            message = item.message
+            rows.add(item.data, item.start, message.topic, message.partition, message.offset)
             kept.append(item)
         if not kept:
             return
-        token = f"{topic}:{partition}:{items[0].message.offset}-{items[-1].message.offset}:{day}"
+        token = f"{_ranges(items)}:{day}"
         try:
             self._retry(lambda: self._insert(rows, token))
         except Exception as exc:  # noqa: BLE001 - a refused batch: find the refused records

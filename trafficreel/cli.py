@@ -548,6 +548,18 @@ def sink(
             help="Port of /metrics, /live and /ready; 0 turns it off [env TRAFFICREEL_HEALTH_PORT]."
         ),
     ] = None,
+    batch_rows: Annotated[
+        int | None,
+        typer.Option(min=1, help="Records per insert at most [env TRAFFICREEL_SINK_BATCH_ROWS, 5000]."),
+    ] = None,
+    batch_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Seconds records wait at most before they are inserted "
+            "[env TRAFFICREEL_SINK_BATCH_SECONDS, 1.0].",
+        ),
+    ] = None,
 ) -> None:
     """Load the class topics into ClickHouse's `exchanges` table, each record exactly once.
 
@@ -591,6 +603,8 @@ def sink(
         settings.topic("dlq"),
         group=group,
         deserializer=_deserializer(settings),
+        batch_rows=batch_rows or settings.sink_batch_rows,
+        batch_seconds=batch_seconds or settings.sink_batch_seconds,
         on_batch=on_batch,
     )
     from trafficreel.sinks.metrics import SinkCollector

@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     clickhouse_ttl_days: int | None = Field(
         None, ge=1, description="Days the sink keeps rows in ClickHouse (a table TTL); unset keeps them."
     )
+    sink_batch_rows: int = Field(
+        5000, ge=1, description="Records the sink inserts at most in one batch (all partitions together)."
+    )
+    sink_batch_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="Seconds the sink waits at most before inserting what it holds (the latency it adds).",
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Data of the embedded stack (ClickHouse tables, logs)."
     )

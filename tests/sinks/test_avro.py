@@ -56,9 +56,9 @@ def test_records_read_back_equal_what_was_sent(clickhouse: Any, records: list[Ex
     migrate(clickhouse)
     clickhouse.command("TRUNCATE TABLE exchanges")
     insert = AvroInsert(exchange_schema())
-    rows = AvroBatch(insert, "topic.a", 4)
+    rows = AvroBatch(insert)
     for offset, record in enumerate(records):
-        rows.add(SERIALIZER(record), 10, 1000 + offset)
+        rows.add(SERIALIZER(record), 10, "topic.a", 4, 1000 + offset)
     clickhouse.command(insert.statement, data=rows.payload())
     stored = {
         r["id"]: (r, t, p, o)
@@ -71,8 +71,8 @@ def test_records_read_back_equal_what_was_sent(clickhouse: Any, records: list[Ex
 def test_structure_is_how_clickhouse_reads_the_container(clickhouse: Any, tmp_path: Any) -> None:
     """The structure given to input() is the one ClickHouse itself infers from the container."""
     insert = AvroInsert(exchange_schema())
-    rows = AvroBatch(insert, "t", 0)
-    rows.add(SERIALIZER(sample_exchange(1)), 10, 0)
+    rows = AvroBatch(insert)
+    rows.add(SERIALIZER(sample_exchange(1)), 10, "t", 0, 0)
     path = tmp_path / "batch.avro"
     path.write_bytes(rows.payload())
     inferred = clickhouse.query(f"DESCRIBE file('{path}', Avro)").result_rows

@@ -143,7 +143,7 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
     again by the next sink of the group: it resumes after the last stored offset."""
 
     class DiesBeforeCommit(ClickHouseSink):
-        def _commit(self, topic: str, partition: int, offset: int) -> None:
+        def _commit(self, ends: dict[tuple[str, int], int]) -> None:
             raise _CrashError
 
     prefix = make_topics(infra.bootstrap, partitions=1)
@@ -337,3 +337,38 @@ def test_a_crash_inside_a_batch_spanning_midnight_loses_nothing(infra: Any, clic
     stored = clickhouse.query("SELECT toString(id), toDate(start_time) FROM exchanges").result_rows
     assert sorted(r[0] for r in stored) == sorted(r["id"] for r in records)
     assert len({r[1] for r in stored}) == 2
+
+
+def test_a_batch_of_only_undecodable_values_is_dead_lettered_and_committed(
+    infra: Any, clickhouse: Any
+) -> None:
+    """A batch holding nothing but garbage: every value dead-lettered, the offsets committed, and
+    the sink goes on to store what comes next."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    _produce(infra.bootstrap, f"{prefix}.business", [], [b"garbage-1", b"garbage-2"])
+    sink = ClickHouseSink(
+        _factory(infra, clickhouse.database),
+        {"bootstrap.servers": infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-sink",
+        batch_seconds=0.2,
+    )
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum(sink.stats.dead_letters.values()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)  # the next batch starts after the garbage
+        records = _records(3)
+        _produce(infra.bootstrap, f"{prefix}.business", records)
+        while int(clickhouse.command("SELECT count() FROM exchanges")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert thread.is_alive()
+    finally:
+        sink.stop()
+        thread.join(30)
+    assert sink.stats.dead_letters == {"bad-magic": 2}
+    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 3
