@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -94,6 +95,14 @@ class _ReadTee(_BodyTee):
             self.done = True
         return data  # type: ignore[no-any-return]
 
+    def __iter__(self) -> Iterator[bytes]:
+        # urllib3 1.26 sends chunked uploads by iterating the body
+        for chunk in self._inner:
+            if chunk:
+                self.feed(chunk)
+            yield chunk
+        self.done = True
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
@@ -112,6 +121,15 @@ def _urllib3_body(body: Any, ex: PendingExchange) -> tuple[Any, _BodyTee | None]
     """The body to send and its tee, when urllib3 reads it from a file or an iterator."""
     if body is None or isinstance(body, (str, bytes, bytearray, memoryview)) or ex.req_body is None:
         return body, None
+    try:
+        view = memoryview(body)  # any other buffer (array, numpy): sent as is, length known
+    except TypeError:
+        pass
+    else:
+        ex.req_body.feed(view.tobytes())
+        return body, None
+    if isinstance(body, io.TextIOBase):
+        return body, None  # urllib3 versions differ in how they encode text files: left alone
     if hasattr(body, "read"):
         tee: _BodyTee = _ReadTee(body, ex.req_body)
         return tee, tee
@@ -297,6 +315,7 @@ def _instrument_httpx(recorder: Recorder) -> None:
         @functools.wraps(original)
         def handle_request(self: Any, request: Any) -> Any:
             ex = _httpx_start(recorder, request)
+            stream = request.stream
             body = _tee_httpx_request(ex, request, sync_request_tee)
             try:
                 response = original(self, request)
@@ -306,6 +325,8 @@ def _instrument_httpx(recorder: Recorder) -> None:
                         body.abort_unless_done()
                     _finish(recorder, ex, exc=exc)
                 raise
+            finally:
+                request.stream = stream  # a redirect or auth flow sending it again gets the original
             return respond(ex, response, sync_tee)
 
         return handle_request
@@ -314,6 +335,7 @@ def _instrument_httpx(recorder: Recorder) -> None:
         @functools.wraps(original)
         async def handle_async_request(self: Any, request: Any) -> Any:
             ex = _httpx_start(recorder, request)
+            stream = request.stream
             body = _tee_httpx_request(ex, request, async_request_tee)
             try:
                 response = await original(self, request)
@@ -323,6 +345,8 @@ def _instrument_httpx(recorder: Recorder) -> None:
                         body.abort_unless_done()
                     _finish(recorder, ex, exc=exc)
                 raise
+            finally:
+                request.stream = stream  # a redirect or auth flow sending it again gets the original
             return respond(ex, response, async_tee)
 
         return handle_async_request

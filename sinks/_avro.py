@@ -1,11 +1,12 @@
 """Records to ClickHouse as their own Avro bytes: ClickHouse parses them, Python only slices.
 
-A batch is sent as an Avro object container whose schema is the exchange schema plus three
-trailing fields, ``kafka_topic``, ``kafka_partition`` and ``kafka_offset``. Avro encodes a record
-as its fields one after another, so a record's wire body followed by those three values *is* a
-record of the extended schema: the sink appends a few bytes to each message instead of decoding
-and re-encoding it. Each record is its own container block, so a record whose bytes are cut
-short fails alone and cannot shift the reading of its neighbours.
+A batch is sent as an Avro object container whose schema is the exchange schema preceded by three
+fields, ``kafka_topic``, ``kafka_partition`` and ``kafka_offset``. Avro encodes a record as its
+fields one after another, so those three values followed by a record's wire body *are* a record of
+the extended schema: the sink puts a few bytes in front of each message instead of decoding and
+re-encoding it. Each record is its own container block, so a record whose bytes are cut short
+cannot shift the reading of its neighbours (ClickHouse refuses the insert, and the sink finds
+the record), and bytes after a record's end are ignored rather than read as its coordinates.
 
 The statement is ``INSERT INTO exchanges (…) SELECT … FROM input('<structure>') FORMAT Avro``:
 ClickHouse's ``input`` table function reads the body with the structure the schema maps to
@@ -189,7 +190,7 @@ class AvroInsert:
         if [f["name"] for f in schema.json["fields"][:2]] != ["id", "start_time"]:
             raise ValueError("the exchange schema must start with id and start_time")
         extended = copy.deepcopy(schema.json)
-        extended["fields"] = [*extended["fields"], *_COORDINATES]
+        extended["fields"] = [*_COORDINATES, *extended["fields"]]
         header = io.BytesIO()
         fastavro.writer(header, fastavro.parse_schema(extended), [], codec="null")
         self.header = header.getvalue()
@@ -221,8 +222,8 @@ class AvroBatch:
             name = topic.encode()
             prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
         body = memoryview(data)[start:]
-        tail = prefix + _long(offset)
-        self.blocks.append(b"".join((b"\x02", _long(len(body) + len(tail)), body, tail, self._insert.sync)))
+        head = prefix + _long(offset)
+        self.blocks.append(b"".join((b"\x02", _long(len(head) + len(body)), head, body, self._insert.sync)))
 
     def subset(self, keep: list[int]) -> AvroBatch:
         """A batch of the records at the given positions."""

@@ -19,7 +19,7 @@ record from being stored twice:
    offset) is filtered out before insert by looking its id up in the same time range (bloom-filter
    index on id). ReplacingMergeTree collapses anything that still slips through.
 
-ClickHouse unreachable or failing: the partition's batch is retried with capped exponential
+ClickHouse unreachable or failing: the batch's insert is retried with capped exponential
 backoff (tenacity) while consuming pauses; nothing is committed meanwhile. When ClickHouse refuses
 a batch, its records are decoded in full: the undecodable ones go to the dead-letter topic with
 the decoder's reason and the rest is inserted; a record ClickHouse still refuses is found by
@@ -404,6 +404,7 @@ class ClickHouseSink:
                 self._dead_letter(item.message, exc.reason, str(exc))
             else:
                 valid.append(index)
+        self._dead_letters_delivered()  # on the broker before any later offset is stored
         if not valid:
             return
         if len(valid) < len(items):
@@ -417,6 +418,7 @@ class ClickHouseSink:
                 self.stats.batches_inserted += 1
                 return
         for index, item in enumerate(items):
+            self._dead_letters_delivered()  # the previous record's, if it was refused
             one = rows.subset([index])
             try:
                 self._retry(lambda one=one, index=index: self._insert(one, f"{token}:{index}"))  # type: ignore[misc]

@@ -556,6 +556,7 @@ def sink(
         float | None,
         typer.Option(
             min=0.01,
+            max=300,
             help="Seconds records wait at most before they are inserted "
             "[env TRAFFICREEL_SINK_BATCH_SECONDS, 1.0].",
         ),

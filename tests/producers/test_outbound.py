@@ -246,3 +246,22 @@ def test_a_body_stream_that_fails_is_marked_aborted(recorder: CapturingRecorder,
     (record,) = recorder.wait(1)
     body = record["request"]["body"]
     assert (body["data"], body["state"], record["outcome"]["kind"]) == (b'{"a": ', "ABORTED", "RAISED")
+
+
+def test_buffer_bodies_are_sent_as_before(recorder: CapturingRecorder, service_port: int) -> None:
+    """A body given as another buffer (array.array) still goes out whole with its length."""
+    import array
+
+    import urllib3
+
+    body = array.array("B", b'{"n": 7}')
+    http = urllib3.PoolManager()
+    response = http.request(
+        "POST",
+        f"http://127.0.0.1:{service_port}/echo/buf",
+        body=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.data == b'{"n": 7}'
+    (record,) = recorder.wait(1)
+    assert record["request"]["body"]["data"] == b'{"n": 7}'

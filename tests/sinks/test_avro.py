@@ -91,3 +91,21 @@ def test_id_and_start_are_read_without_decoding() -> None:
     assert read_id_and_start(data, 10) == (record["id"], record["start_time"])
     with pytest.raises(DecodeError, match="id and start time"):
         read_id_and_start(data[:12], 10)
+
+
+def test_bytes_after_a_record_do_not_change_its_row(clickhouse: Any) -> None:
+    """A record followed by stray bytes keeps its own coordinates: they precede the record."""
+    migrate(clickhouse)
+    insert = AvroInsert(exchange_schema())
+    rows = AvroBatch(insert)
+    record = sample_exchange(5)
+    rows.add(SERIALIZER(record) + b"\x02\x04stray", 10, "topic.b", 2, 77)
+    rows.add(SERIALIZER(sample_exchange(6)), 10, "topic.b", 2, 78)
+    clickhouse.command(insert.statement, data=rows.payload())
+    stored = clickhouse.query(
+        "SELECT toString(id), kafka_topic, kafka_partition, kafka_offset FROM exchanges ORDER BY kafka_offset"
+    ).result_rows
+    assert stored == [
+        (record["id"], "topic.b", 2, 77),
+        (sample_exchange(6)["id"], "topic.b", 2, 78),
+    ]
