@@ -49,20 +49,22 @@ def _body(prefix: str) -> dict[str, str]:
     body = f"{prefix}.body"
     return {
         f"{prefix}_body_data": f"{body}.data",
-        f"{prefix}_body_size": f"{body}.size",
+        f"{prefix}_body_size": f"accurateCast({body}.size, 'UInt64')",
         f"{prefix}_body_sha256": f"{body}.sha256",
         f"{prefix}_body_content_type": f"{body}.content_type",
         f"{prefix}_body_content_encoding": f"{body}.content_encoding",
-        f"{prefix}_body_declared_length": f"{body}.declared_length",
+        f"{prefix}_body_declared_length": f"accurateCast({body}.declared_length, 'Nullable(UInt64)')",
         f"{prefix}_body_state": f"toString({body}.state)",
     }
 
 
-# Table column -> expression over the Avro record (as ClickHouse's input() presents it).
+# Table column -> expression over the Avro record (as ClickHouse's input() presents it). Numbers
+# narrower or unsigned in the table are cast with accurateCast: a value out of range makes
+# ClickHouse refuse the insert (the sink then dead-letters that record) instead of wrapping it.
 _SELECT: dict[str, str] = {
     "id": "id",
     "start_time": "start_time",
-    "duration_us": "duration_us",
+    "duration_us": "accurateCast(duration_us, 'UInt64')",
     "direction": "toString(direction)",
     **{
         name: f"source.{name}"
@@ -77,14 +79,12 @@ _SELECT: dict[str, str] = {
             "recorder",
         )
     },
-    **{
-        name: f"peer.{name}"
-        for name in ("remote_address", "remote_port", "local_address", "local_port", "forwarded_for")
-    },
+    **{name: f"peer.{name}" for name in ("remote_address", "local_address", "forwarded_for")},
+    **{name: f"accurateCast(peer.{name}, 'Nullable(UInt16)')" for name in ("remote_port", "local_port")},
     **{name: f"request.{name}" for name in ("method", "scheme", "host", "path", "query", "http_version")},
     "request_headers": "request.headers",
     **_body("request"),
-    "status": "response.status",
+    "status": "accurateCast(response.status, 'Nullable(UInt16)')",
     "response_headers": "response.headers",
     "response_trailers": "response.trailers",
     **_body("response"),

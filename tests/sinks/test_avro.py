@@ -109,3 +109,20 @@ def test_bytes_after_a_record_do_not_change_its_row(clickhouse: Any) -> None:
         (record["id"], "topic.b", 2, 77),
         (sample_exchange(6)["id"], "topic.b", 2, 78),
     ]
+
+
+def test_numbers_out_of_the_columns_range_are_refused(clickhouse: Any) -> None:
+    """A status above 65,535 or a negative size is refused by ClickHouse, not stored wrapped."""
+    migrate(clickhouse)
+    insert = AvroInsert(exchange_schema())
+    for change in ({"status": 70_000}, {"size": -1}):
+        record: Any = sample_exchange(8)
+        if "status" in change:
+            record["response"]["status"] = change["status"]
+        else:
+            record["request"]["body"]["size"] = change["size"]
+        rows = AvroBatch(insert)
+        rows.add(SERIALIZER(record), 10, "t", 0, 0)
+        with pytest.raises(Exception, match="cannot be safely converted"):
+            clickhouse.command(insert.statement, data=rows.payload())
+    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 0

@@ -275,8 +275,8 @@ def test_metrics_read_the_sink_counters() -> None:
 
 def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse: Any) -> None:
     """Records of a newer compatible writer are re-encoded and stored; a record cut short after
-    its id (ClickHouse refuses the batch) goes to the DLQ with the decoder's reason, the rest of
-    its batch lands."""
+    its id (ClickHouse refuses the batch) goes to the DLQ with the decoder's reason, one whose
+    status does not fit the column as clickhouse-rejected; the rest of the batch lands."""
     import copy
 
     from trafficreel.schemas import Deserializer, WriterSchema, exchange_schema
@@ -288,8 +288,11 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     migrate(clickhouse)
     current, later = _records(20), _records(5, start=100)
     cut = SERIALIZER(_records(1, start=200)[0])[:80]
+    out_of_range = _records(1, start=300)[0]
+    out_of_range["response"]["status"] = 70_000  # the column is UInt16
+    refused = SERIALIZER(out_of_range)
     later_values = [Serializer(schema=newer)({**r, "cost_units": 7}) for r in later]  # type: ignore[typeddict-unknown-key]
-    _produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut])
+    _produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut, refused])
     _produce(infra.bootstrap, f"{prefix}.business", current[10:])
     sink = ClickHouseSink(
         _factory(infra, clickhouse.database),
@@ -303,7 +306,10 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     stored = {row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows}
     assert stored == {r["id"] for r in current + later}
     dead = read_all(infra.bootstrap, f"{prefix}.dlq")
-    assert [(m.value, m.headers["trafficreel-dlq-reason"]) for m in dead] == [(cut, b"truncated")]
+    assert [(m.value, m.headers["trafficreel-dlq-reason"]) for m in dead] == [
+        (cut, b"truncated"),
+        (refused, b"clickhouse-rejected"),
+    ]
 
 
 def test_a_crash_inside_a_batch_spanning_midnight_loses_nothing(infra: Any, clickhouse: Any) -> None:
