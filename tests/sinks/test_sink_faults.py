@@ -81,7 +81,15 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
         time.sleep(2)  # anything more would be a duplicate
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, log.read_text()[-3000:]
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # no sink left running after the test, whatever happened
+            process.wait(10)
+            raise AssertionError(
+                "the sink did not stop within 30 s of SIGTERM\n" + log.read_text()[-3000:]
+            ) from None
+        assert code == 0, log.read_text()[-3000:]
     stored = [row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows]
     assert len(stored) == len(set(stored)), "an id is stored twice"
     assert set(stored) == {r["id"] for r in records}, log.read_text()[-3000:]
