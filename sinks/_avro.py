@@ -23,6 +23,7 @@ from typing import Any
 import fastavro
 
 from trafficreel.schemas import DecodeError, WriterSchema
+from trafficreel.schemas._encoder import _long  # Avro's zig-zag varint, shared with the encoder
 
 from ._rows import COLUMNS
 
@@ -144,17 +145,6 @@ def _type(node: Any, named: dict[str, str]) -> str:
     if "namespace" in node:
         named[f"{node['namespace']}.{node['name']}"] = result
     return result
-
-
-def _long(n: int) -> bytes:
-    """Avro's zig-zag varint encoding of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:
