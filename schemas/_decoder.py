@@ -86,6 +86,10 @@ class _Compiler:
         self.emit(depth, f"{b} = data[pos]")
         self.emit(depth, f"if {b} < 128:")
         self.emit(depth + 1, f"{target} = ({b} >> 1) ^ -({b} & 1); pos += 1")
+        # Lengths and sizes below 8 KiB take two bytes: read them here, not in a call.
+        self.emit(depth, "elif data[pos + 1] < 128:")
+        self.emit(depth + 1, f"{b} = ({b} & 127) | (data[pos + 1] << 7); pos += 2")
+        self.emit(depth + 1, f"{target} = ({b} >> 1) ^ -({b} & 1)")
         self.emit(depth, "else:")
         self.emit(depth + 1, f"{target}, pos = _long(data, pos)")
 
@@ -135,9 +139,15 @@ class _Compiler:
             table = self.var("symbols")
             self.consts[table] = tuple(schema["symbols"])
             i = self.var("i")
-            self.long(i, depth)
-            self.emit(depth, f"if {i} < 0: raise ValueError('negative enum index')")
-            self.emit(depth, f"{target} = {table}[{i}]")
+            if len(schema["symbols"]) <= 64:  # the index is one byte: 2 * index, zigzag
+                self.emit(depth, f"{i} = data[pos]; pos += 1")
+                limit = 2 * len(schema["symbols"])
+                self.emit(depth, f"if {i} & 1 or {i} >= {limit}: raise ValueError('enum index out of range')")
+                self.emit(depth, f"{target} = {table}[{i} >> 1]")
+            else:
+                self.long(i, depth)
+                self.emit(depth, f"if {i} < 0: raise ValueError('negative enum index')")
+                self.emit(depth, f"{target} = {table}[{i}]")
         elif kind == "fixed":
             self.register(schema, namespace)
             size = int(schema["size"])
@@ -176,14 +186,15 @@ class _Compiler:
         if len(branches) != 2 or "null" not in resolved:
             raise ValueError(f"only unions of null and one type are supported, not {branches}")
         null_index = resolved.index("null")
+        # The branch index is 0 or 1: one byte, 0 or 2 once zigzag-encoded.
         i = self.var("u")
-        self.long(i, depth)
-        self.emit(depth, f"if {i} == {null_index}:")
+        self.emit(depth, f"{i} = data[pos]; pos += 1")
+        self.emit(depth, f"if {i} == {2 * null_index}:")
         self.emit(depth + 1, f"{target} = None")
-        self.emit(depth, f"elif {i} == {1 - null_index}:")
+        self.emit(depth, f"elif {i} == {2 * (1 - null_index)}:")
         self.value(branches[1 - null_index], target, depth + 1, namespace)
         self.emit(depth, "else:")
-        self.emit(depth + 1, f"raise ValueError('union branch ' + str({i}) + ' out of range')")
+        self.emit(depth + 1, f"raise ValueError('union branch byte ' + str({i}) + ' out of range')")
 
 
 def compile_decoder(schema: dict[str, Any]) -> Decoder:

@@ -109,3 +109,31 @@ def test_other_types_match_fastavro() -> None:
     }
     data = b"\x03\x04\x02\x04\x00"  # count -2, block size 2, items 1 and 2, end of array
     assert compile_decoder(blocked)(data, 0) == ({"a": [1, 2]}, 5)
+
+
+def test_varint_widths_and_out_of_range_indexes() -> None:
+    """Longs at every varint width boundary read like fastavro; a union branch or enum index
+    beyond the schema is malformed, not a wrong value."""
+    from fastavro import parse_schema, schemaless_writer
+
+    schema = {
+        "type": "record",
+        "name": "V",
+        "fields": [
+            {"name": "n", "type": {"type": "array", "items": "long"}},
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+            {"name": "u", "type": ["null", "bytes"]},
+        ],
+    }
+    edges = [0, -1, 63, -64, 64, -65, 8191, -8192, 8192, -8193, 1 << 20, (1 << 63) - 1, -(1 << 63)]
+    record = {"n": edges, "e": "C", "u": b"x" * 200}
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(schema), record)
+    data = out.getvalue()
+    decode = compile_decoder(schema)
+    assert decode(data, 0) == (record, len(data))
+    enum_at = data.index(b"\x04" + b"\x02\x90\x03")  # enum C (index 2) before union branch 1, length 200
+    for position, byte in ((enum_at, 6), (enum_at, 3), (enum_at + 1, 4)):
+        bad = data[:position] + bytes([byte]) + data[position + 1 :]
+        with pytest.raises(ValueError, match="out of range"):
+            decode(bad, 0)
