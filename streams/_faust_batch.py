@@ -92,6 +92,14 @@ class BatchConsumer(FastFetchConsumer):
     """faust's aiokafka Consumer, with a batch path for topics that have a batch handler."""
 
     _batch_idle_event: asyncio.Event | None = None
+    _first_read_by_tp: dict[TP, int] | None = None
+
+    @property
+    def _first_read(self) -> dict[TP, int]:
+        """The generation in which each partition's first chunk was logged."""
+        if self._first_read_by_tp is None:
+            self._first_read_by_tp = {}
+        return self._first_read_by_tp
 
     @property
     def _batch_idle(self) -> asyncio.Event:
@@ -123,6 +131,26 @@ class BatchConsumer(FastFetchConsumer):
             self._acked[tp].extend(new)
             self._n_acked += len(new)
 
+    async def _rewind(self, chunks: Sequence[tuple[TP, Sequence[Any]]]) -> None:
+        """Seek partitions whose fetched records are thrown away back to the first of them.
+
+        The records were fetched, so the consumer's position is past them. faust seeks back to
+        the committed offset, but aiokafka's ``seek_to_committed`` leaves a partition that has no
+        committed offset (or offset 0) where it is: without this, a partition's first records
+        fetched while a rebalance stops the flow were never handled by anyone. Partitions no longer
+        assigned are left alone (their new owner starts from the committed offset).
+        """
+        assigned = self.assignment()
+        for tp, recs in chunks:
+            if tp.topic not in self._batch_handlers or tp not in assigned:
+                continue
+            try:
+                await self.seek(tp, recs[0].offset)
+            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the new owner re-reads
+                self.log.warning("Could not rewind %r to offset %s: %r", tp, recs[0].offset, exc)
+            else:
+                self.log.info("Rewound %s[%s] to offset %s", tp.topic, tp.partition, recs[0].offset)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
         handlers = self._batch_handlers
         if not handlers:
@@ -145,18 +173,21 @@ class BatchConsumer(FastFetchConsumer):
                 generation_id = self.app.consumer_generation_id
                 if records is None or self.should_stop:
                     continue
+                chunks = [(tp, recs) for tp, recs in records.items() if recs]
                 if not self.flow_active:
-                    # same as Consumer.getmany: records fetched while the flow was stopped are
-                    # thrown away and the partitions seek back to the committed offsets.
-                    if records:
+                    # As Consumer.getmany: records fetched while the flow was stopped are thrown
+                    # away and the partitions seek back to their committed offsets. A partition
+                    # with no committed offset is not moved by that seek, so it is rewound here.
+                    if chunks:
                         await self.perform_seek()
+                        await self._rewind(chunks)
                     continue
-                for tp, recs in records.items():
-                    if not recs:
-                        continue
+                for index, (tp, recs) in enumerate(chunks):
                     if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                        await self._rewind(chunks[index:])
                         break
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        await self._rewind(chunks[index : index + 1])
                         continue
                     r_offset = read_offset[tp]
                     # As faust does, keep offset == read offset: after a seek to the committed
@@ -166,6 +197,13 @@ class BatchConsumer(FastFetchConsumer):
                         if not recs:
                             continue
                     handler = handlers.get(tp.topic)
+                    if handler is not None and self._first_read.get(tp) != generation_id:
+                        self._first_read[tp] = generation_id
+                        self.log.info(
+                            "Reading %s[%s] from offset %s (generation %s, committed %s)",
+                            tp.topic, tp.partition, recs[0].offset, generation_id,
+                            self._committed_offset.get(tp),
+                        )  # fmt: skip
                     if handler is None:
                         # ordinary faust path (agents, table changelogs): as Consumer._drain_messages
                         for rec in recs:
@@ -191,6 +229,7 @@ class BatchConsumer(FastFetchConsumer):
                         self._batch_idle.set()
                     if self.app.consumer_generation_id != generation_id or tp not in self.assignment():
                         # rebalanced while the handler ran: do not ack, the new owner re-reads them.
+                        await self._rewind([(tp, recs), *chunks[index + 1 :]])
                         break
                     if acks_enabled_for(tp.topic):
                         self._ack_offsets(tp, first, last)
