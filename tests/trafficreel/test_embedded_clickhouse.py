@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import gzip
 import http.client
 import json
+import os
+import socket
+import tempfile
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -181,4 +186,34 @@ def test_insert_select_from_input_transforms_the_body(infra: Infra) -> None:
     assert rows == b"2\ta!\n4\tit\\'s!\n6\tc!\n"
     status, headers, _ = _http(infra, "POST", {"query": statement}, b"not,a,row\n")
     assert status >= 400 and int(headers["X-ClickHouse-Exception-Code"]) > 0
+    _http(infra, "POST", {"query": f"DROP TABLE {table}"})
+
+
+def test_an_insert_body_is_staged_under_no_name(infra: Infra) -> None:
+    """While an INSERT … FROM input() body is still arriving it is staged in a file that has no
+    name, so a server killed meanwhile leaves nothing behind (in /dev/shm or the temp dir)."""
+    table = f"default.staged_{uuid.uuid4().hex[:8]}"
+    _http(infra, "POST", {"query": f"CREATE TABLE {table} (a UInt32) ENGINE = MergeTree ORDER BY a"})
+    places = [p for p in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(p)]
+
+    def staged() -> set[str]:
+        return {name for p in places for name in glob.glob(os.path.join(p, "trafficreel-input-*"))}
+
+    before = staged()
+    statement = f"INSERT INTO {table} SELECT x FROM input('x UInt32') FORMAT CSV"
+    url = urlsplit(infra.clickhouse_url)
+    rows = b"1\n" * 200_000
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=30) as sock:
+        sock.sendall(
+            f"POST /?{urlencode({'query': statement})} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {2 * len(rows)}\r\n\r\n".encode()
+            + rows
+        )
+        deadline = time.monotonic() + 5
+        during: set[str] = set()
+        while time.monotonic() < deadline and not during:
+            during = staged() - before
+            time.sleep(0.05)
+    assert during == set()  # half the body is in: a named file would be visible by now
+    assert _http(infra, "GET", {"query": f"SELECT count() FROM {table}"})[2] == b"0\n"
     _http(infra, "POST", {"query": f"DROP TABLE {table}"})

@@ -43,6 +43,9 @@ _INPUT_RE = re.compile(r"\binput\s*\(\s*('(?:[^'\\]|\\.|'')*')\s*\)", re.IGNOREC
 # Staged in memory where the system offers it; NamedTemporaryFile creates the file exclusively, 0600.
 _SHM = "/dev/shm"  # noqa: S108
 _STAGING_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+# Where the system allows it the staged file has no name (it cannot outlive a killed server) and
+# file() reads it through this process's descriptor.
+_BY_DESCRIPTOR = os.path.isdir("/proc/self/fd")
 _READ_STATEMENT_RE = re.compile(r"^\s*(?:\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
 _COMMENT_RE = re.compile(r"^\s*(?:--[^\n]*\n|/\*.*?\*/)", re.DOTALL)
 
@@ -230,11 +233,12 @@ class ChdbEngine:
 
     def insert_select(self, statement: str, fmt: str, chunks: Iterator[bytes]) -> tuple[int, int]:
         """``INSERT … SELECT … FROM input('structure')``: the data is staged in a file for file()."""
-        with tempfile.NamedTemporaryFile(dir=_STAGING_DIR, prefix="trafficreel-input-") as staged:
+        stage = tempfile.TemporaryFile if _BY_DESCRIPTOR else tempfile.NamedTemporaryFile
+        with stage(dir=_STAGING_DIR, prefix="trafficreel-input-") as staged:
             for chunk in chunks:
                 staged.write(chunk)
             staged.flush()
-            path = _quote(staged.name)
+            path = _quote(f"/proc/self/fd/{staged.fileno()}" if _BY_DESCRIPTOR else staged.name)
             sql = _INPUT_RE.sub(lambda m: f"file({path}, {_quote(fmt)}, {m.group(1)})", statement, count=1)
             result = self.query(sql, "TabSeparated", {})
         return int(result.rows_written()), int(result.bytes_written())
