@@ -52,6 +52,7 @@ __all__ = ["ClickHouseSink", "SinkStats", "migrate"]
 log = get_logger("trafficreel.sinks")
 _DAY_US = 86_400_000_000  # the table's partitions are UTC days
 _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
+_ID_CHARS = b"0123456789abcdefABCDEF-,"  # what the id list may hold to go into a statement as is
 
 
 def migrate(client: Any, ttl_days: int | None = None) -> list[int]:
@@ -430,20 +431,23 @@ class ClickHouseSink:
     def _existing_ids(self, items: list[_Item]) -> set[str]:
         # The ids go as one string split on the server: a literal list of thousands of UUIDs
         # costs more to bind here and to parse there than the lookup itself. The set still
-        # drives the primary key and the bloom-filter index on id.
+        # drives the primary key and the bloom-filter index on id. Ids made only of hex digits
+        # and dashes (all of them, unless a record is malformed) are put into the statement as
+        # they are: binding 5,000 of them as a parameter cost 30 ms here, the lookup 15.
         ids = ",".join(item.id for item in items)
-        low = min(item.start_time for item in items)
-        high = max(item.start_time for item in items)
-        rows = self._retry(
-            lambda: (
-                self.client.query(
-                    "SELECT toString(id) FROM exchanges WHERE start_time BETWEEN "
-                    "fromUnixTimestamp64Micro(%(low)s, 'UTC') AND fromUnixTimestamp64Micro(%(high)s, 'UTC') "
-                    "AND id IN (SELECT toUUIDOrZero(arrayJoin(splitByChar(',', %(ids)s))))",
-                    parameters={"low": low, "high": high, "ids": ids},
-                ).result_rows
-            )
+        low = int(min(item.start_time for item in items))
+        high = int(max(item.start_time for item in items))
+        parameters: dict[str, Any] | None = None
+        if ids.isascii() and not ids.encode().translate(None, _ID_CHARS):
+            id_list = f"'{ids}'"  # hex digits, dashes and commas only: nothing to escape
+        else:
+            id_list, parameters = "%(ids)s", {"ids": ids}
+        sql = (
+            "SELECT toString(id) FROM exchanges WHERE start_time BETWEEN "  # noqa: S608 - see above
+            f"fromUnixTimestamp64Micro({low}, 'UTC') AND fromUnixTimestamp64Micro({high}, 'UTC') "
+            f"AND id IN (SELECT toUUIDOrZero(arrayJoin(splitByChar(',', {id_list}))))"
         )
+        rows = self._retry(lambda: self.client.query(sql, parameters=parameters).result_rows)
         return {row[0] for row in rows}
 
     def _dead_letter(self, message: Message, reason: str, detail: str) -> None:

@@ -276,7 +276,8 @@ def test_metrics_read_the_sink_counters() -> None:
 def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse: Any) -> None:
     """Records of a newer compatible writer are re-encoded and stored; a record cut short after
     its id (ClickHouse refuses the batch) goes to the DLQ with the decoder's reason, one whose
-    status does not fit the column as clickhouse-rejected; the rest of the batch lands."""
+    status does not fit the column or whose id is no UUID (and holds SQL) as clickhouse-rejected;
+    the rest of the batch lands."""
     import copy
 
     from trafficreel.schemas import Deserializer, WriterSchema, exchange_schema
@@ -291,8 +292,11 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     out_of_range = _records(1, start=300)[0]
     out_of_range["response"]["status"] = 70_000  # the column is UInt16
     refused = SERIALIZER(out_of_range)
+    hostile_record = _records(1, start=400)[0]
+    hostile_record["id"] = "x'); DROP TABLE exchanges; --"  # not a UUID, and must not be run as SQL
+    hostile = SERIALIZER(hostile_record)
     later_values = [Serializer(schema=newer)({**r, "cost_units": 7}) for r in later]  # type: ignore[typeddict-unknown-key]
-    _produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut, refused])
+    _produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut, refused, hostile])
     _produce(infra.bootstrap, f"{prefix}.business", current[10:])
     sink = ClickHouseSink(
         _factory(infra, clickhouse.database),
@@ -309,6 +313,7 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     assert [(m.value, m.headers["trafficreel-dlq-reason"]) for m in dead] == [
         (cut, b"truncated"),
         (refused, b"clickhouse-rejected"),
+        (hostile, b"clickhouse-rejected"),
     ]
 
 
