@@ -52,6 +52,9 @@ __all__ = ["ClickHouseSink", "SinkStats", "migrate"]
 log = get_logger("trafficreel.sinks")
 _DAY_US = 86_400_000_000  # the table's partitions are UTC days
 _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
+# Ids per duplicate lookup: 37 bytes each, the statement stays under ClickHouse's max_query_size
+# (256 KiB by default).
+_LOOKUP_IDS = 4000
 _ID_CHARS = b"0123456789abcdefABCDEF-,"  # what the id list may hold to go into a statement as is
 
 
@@ -429,6 +432,12 @@ class ClickHouseSink:
                 self.stats.rows_inserted += 1
 
     def _existing_ids(self, items: list[_Item]) -> set[str]:
+        found: set[str] = set()
+        for first in range(0, len(items), _LOOKUP_IDS):
+            found |= self._existing_ids_of(items[first : first + _LOOKUP_IDS])
+        return found
+
+    def _existing_ids_of(self, items: list[_Item]) -> set[str]:
         # The ids go as one string split on the server: a literal list of thousands of UUIDs
         # costs more to bind here and to parse there than the lookup itself. The set still
         # drives the primary key and the bloom-filter index on id. Ids made only of hex digits

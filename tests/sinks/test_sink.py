@@ -383,3 +383,25 @@ def test_a_batch_of_only_undecodable_values_is_dead_lettered_and_committed(
         thread.join(30)
     assert sink.stats.dead_letters == {"bad-magic": 2}
     assert int(clickhouse.command("SELECT count() FROM exchanges")) == 3
+
+
+def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, clickhouse: Any) -> None:
+    """A batch of 9,000 records, all sent again: the duplicate lookup is split (one statement
+    holding 9,000 ids exceeds ClickHouse's max_query_size) and every copy is skipped."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    records = _records(9000)
+    _produce(infra.bootstrap, f"{prefix}.business", records)
+    _produce(infra.bootstrap, f"{prefix}.business", records)  # the same ids at new offsets
+    sink = ClickHouseSink(
+        _factory(infra, clickhouse.database),
+        {"bootstrap.servers": infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-sink",
+        batch_rows=10_000,
+        batch_bytes=64 << 20,
+    )
+    _run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 18_000, timeout=120)
+    assert sink.stats.duplicates_skipped == 9000
+    assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (9000, 9000)
