@@ -116,17 +116,11 @@ class _Batch:
 
 
 def _message(raw: KafkaMessage) -> Message:
-    given = raw.headers() or []
-    pairs = list(given.items()) if isinstance(given, dict) else list(given)
-    return Message(
-        value=raw.value(),
-        key=raw.key(),
-        headers=[(k, v if isinstance(v, bytes) or v is None else str(v).encode()) for k, v in pairs],
-        topic=raw.topic() or "",
-        partition=raw.partition() or 0,
-        offset=raw.offset() or 0,
-        timestamp_ms=raw.timestamp()[1],
-    )
+    # librdkafka gives headers as (str, bytes | None) pairs: kept as they are (only a dead letter
+    # reads them). The timestamp is not needed here.
+    headers: Any = raw.headers()  # a consumer's message: a list of pairs, or None
+    return Message(raw.value(), raw.key(), headers, raw.topic() or "", raw.partition() or 0,
+                   raw.offset() or 0, None)  # fmt: skip
 
 
 def _day(item: _Item) -> int:
