@@ -14,7 +14,7 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli import _reported, _settings, err, out, parse_time
+from ._cli_common import err, out, parse_time, reported, settings_of
 from .errors import ConfigError
 from .logs import get_logger
 
@@ -66,7 +66,7 @@ def _select(ctx: typer.Context, **o: Any) -> Selection:
     from trafficreel.replay import Filters, KafkaSource, parse_range, parse_status
     from trafficreel.replay._select import select_offsets, select_sql, select_window
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     filters = Filters(
         services=tuple(o["service"] or ()),
         classes=tuple(o["traffic_class"] or ()),
@@ -105,7 +105,7 @@ def _config(ctx: typer.Context, **o: Any) -> ReplayConfig:
         load_rewrites,
     )
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     rewrites = load_rewrites(o["rewrites"]) if o["rewrites"] else Rewrites()
     prefixes = []
     for item in o["path_prefix"] or ():
@@ -377,7 +377,7 @@ def replay_command(
         raise typer.BadParameter("use only one of --range, --from and --where", param_hint="selection")
     if rate and asap:
         raise typer.BadParameter("use either --rate or --asap", param_hint="--rate")
-    with _reported():
+    with reported():
         try:
             config = _config(ctx, **options)
             if not dry_run:
@@ -415,7 +415,7 @@ def _replay(
 ) -> Summary:
     from trafficreel.replay import ClickHouseResults, KafkaResults, Replayer, ResultStore, Summary
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     replayer = Replayer(config)
     summary = Summary()
     stores: list[ResultStore] = []

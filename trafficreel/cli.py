@@ -6,13 +6,9 @@ import contextlib
 import json
 import os
 import platform
-import re
 import signal
 import sys
 import threading
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from enum import StrEnum
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -21,14 +17,16 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from trafficreel import __version__
-from trafficreel.schemas import Deserializer, exchange_schema
+from trafficreel.schemas import exchange_schema
 
-from .config import Settings, load_settings, mask_dsn, stack_env_path
-from .errors import ClickHouseError, ConfigError, StackError, TrafficreelError
+from ._cli_common import deserializer_for, err, key_values, out, parse_time, reported, settings_of
+from ._cli_replay import replay_command
+from ._cli_sink import query_command, report_command, sink_command
+from .config import Settings, load_settings, stack_env_path
+from .errors import ConfigError, StackError, TrafficreelError
 from .logs import configure_logging, get_logger
 from .render import jsonable, summary_line
 from .tail import Position, read_topic
@@ -52,36 +50,7 @@ app = typer.Typer(
 topics_app = typer.Typer(help="Create and describe the project's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = get_logger("trafficreel.cli")
-
-
-def _key_values(items: list[str] | None, option: str) -> dict[str, str] | None:
-    if not items:
-        return None
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
-        pairs[key.strip()] = value
-    return pairs
-
-
-@contextlib.contextmanager
-def _reported(code: int = 1) -> Iterator[None]:
-    """Report trafficreel's own errors as one line on stderr and exit with ``code``; no traceback."""
-    try:
-        yield
-    except TrafficreelError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(code) from exc
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
 
 
 @app.callback()
@@ -112,10 +81,10 @@ def _main(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[str | None, typer.Option(help="console or json.")] = None,
 ) -> None:
-    with _reported(code=2):
+    with reported(code=2):
         settings = load_settings(
             kafka_bootstrap=kafka_bootstrap,
-            kafka_config=_key_values(kafka_config, "--kafka-config"),
+            kafka_config=key_values(kafka_config, "--kafka-config"),
             topic_prefix=topic_prefix,
             schema_registry_url=schema_registry_url,
             clickhouse_url=clickhouse_url,
@@ -159,7 +128,7 @@ def up(
     from .stack import EmbeddedStack
     from .stack._stack import MEMORY_ONLY_NOTE
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     data_dir = settings.data_dir
     env_file, pid_file = stack_env_path(data_dir), data_dir / "stack.pid"
     other = _running_stack_pid(pid_file)
@@ -241,14 +210,14 @@ def topics_create(
 
     Example: trafficreel topics create --partitions 12 --config retention.ms=604800000
     """
-    settings = _settings(ctx)
-    with _reported():
+    settings = settings_of(ctx)
+    with reported():
         result = create_topics(
             settings.kafka_client_config(),
             _topic_names(settings, names),
             partitions=partitions or settings.partitions,
             replication_factor=replication_factor or settings.replication_factor,
-            topic_config=_key_values(config, "--config"),
+            topic_config=key_values(config, "--config"),
         )
     for name, state in result.items():
         out.print(f"{name}\t{state}")
@@ -266,8 +235,8 @@ def topics_describe(
 
     Example: trafficreel topics describe raw dlq
     """
-    settings = _settings(ctx)
-    with _reported():
+    settings = settings_of(ctx)
+    with reported():
         infos = describe_topics(settings.kafka_client_config(), _topic_names(settings, names))
     if as_json:
         out.print(
@@ -301,30 +270,6 @@ def topics_describe(
 
 # -- tail ---------------------------------------------------------------------------------------
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_time(text: str, now: float | None = None) -> int:
-    """Unix time in ms from ISO-8601 (UTC if no zone), a relative age (90s, 15m, 2h, 1d) or epoch ms."""
-    text = text.strip()
-    rel = _RELATIVE.match(text)
-    if rel:
-        age = float(rel.group(1)) * _UNIT_SECONDS[rel.group(2)]
-        return int(((time.time() if now is None else now) - age) * 1000)
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"{text!r} is not a time; use ISO-8601 (2026-11-26T10:00:00Z), an age (15m, 2h) or epoch ms",
-            param_hint="--since",
-        ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
 
 def _is_default(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
@@ -334,12 +279,6 @@ def _is_default(ctx: typer.Context, name: str) -> bool:
 class OutputFormat(StrEnum):
     json = "json"
     summary = "summary"
-
-
-def _deserializer(settings: Settings) -> Deserializer:
-    from .codec import deserializer
-
-    return deserializer(settings)
 
 
 @app.command()
@@ -386,7 +325,7 @@ def tail(
       trafficreel tail business --since 15m --format json | jq .request.method
       trafficreel tail raw -p 0 --offset 1200 -n 5
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     chosen = [x for x in (from_beginning, offset is not None, since is not None) if x]
     if len(chosen) > 1:
         raise typer.BadParameter("give at most one of --from-beginning, --offset and --since")
@@ -402,12 +341,12 @@ def tail(
         position = Position("last", last)
     fmt = output or (OutputFormat.summary if sys.stdout.isatty() else OutputFormat.json)
     bad = 0
-    with _reported(), contextlib.suppress(KeyboardInterrupt):
+    with reported(), contextlib.suppress(KeyboardInterrupt):
         for item in read_topic(
             settings.kafka_client_config(),
             settings.topic(topic),
             position,
-            deserializer=_deserializer(settings),
+            deserializer=deserializer_for(settings),
             partitions=partition,
             follow=follow,
             max_records=max_records,
@@ -467,7 +406,7 @@ def stream(
 
     Example: trafficreel stream --rules rules.yaml
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     updates = {
         k: v
         for k, v in {
@@ -479,7 +418,7 @@ def stream(
     }
     if updates:
         settings = settings.model_copy(update=updates)
-    with _reported():
+    with reported():
         from trafficreel.streams import load_rules
         from trafficreel.streams.app import StreamWorker
 
@@ -512,7 +451,7 @@ def _run_worker(worker: Any, settings: Settings) -> None:
 
     health = None
     if settings.health_port:
-        with _reported():
+        with reported():
             try:
                 health = HealthServer(
                     worker.readiness, port=settings.health_port, registry=worker.registry
@@ -529,218 +468,11 @@ def _run_worker(worker: Any, settings: Settings) -> None:
             health.stop()
 
 
-# -- sink and query -----------------------------------------------------------------------------
+# -- sink, query and report (their own module) -------------------------------------------------
 
-
-@app.command()
-def sink(
-    ctx: typer.Context,
-    topics: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--topic", "-t", help="Topic to load, short or full name; repeatable [default: the class topics]."
-        ),
-    ] = None,
-    group: Annotated[str, typer.Option(help="Consumer group shared by the sinks.")] = "trafficreel-sink",
-    health_port: Annotated[
-        int | None,
-        typer.Option(
-            help="Port of /metrics, /live and /ready; 0 turns it off [env TRAFFICREEL_HEALTH_PORT]."
-        ),
-    ] = None,
-    batch_rows: Annotated[
-        int | None,
-        typer.Option(min=1, help="Records per insert at most [env TRAFFICREEL_SINK_BATCH_ROWS, 5000]."),
-    ] = None,
-    batch_seconds: Annotated[
-        float | None,
-        typer.Option(
-            min=0.01,
-            max=300,
-            help="Seconds records wait at most before they are inserted "
-            "[env TRAFFICREEL_SINK_BATCH_SECONDS, 1.0].",
-        ),
-    ] = None,
-) -> None:
-    """Load the class topics into ClickHouse's `exchanges` table, each record exactly once.
-
-    Applies the schema migrations first. Offsets are committed only after rows are inserted; a
-    restarted sink resumes after the last stored offset; records sent twice upstream are stored
-    once. Undecodable values and rows ClickHouse refuses go to <prefix>.dlq with the reason.
-    Stop with Ctrl-C or SIGTERM.
-
-    Example: trafficreel sink
-    """
-    from prometheus_client import CollectorRegistry, Counter, Histogram
-
-    from trafficreel.clickhouse import connect
-    from trafficreel.sinks import ClickHouseSink, migrate
-
-    from .health import HealthServer
-
-    settings = _settings(ctx)
-    names = [settings.topic(t) for t in (topics or ["business", "k8s-api", "probe", "scrape"])]
-    with _reported():
-        client = connect(settings)
-        migrate(client, settings.clickhouse_ttl_days)
-    registry = CollectorRegistry()
-    rows = Counter(
-        "trafficreel_sink_rows",
-        "Records consumed and handled (inserted, skipped as duplicates or dead-lettered).",
-        registry=registry,
-    )
-    seconds = Histogram(
-        "trafficreel_sink_batch_seconds", "Time to decode, insert and commit one batch.", registry=registry
-    )
-
-    def on_batch(count: int, elapsed: float) -> None:
-        rows.inc(count)
-        seconds.observe(elapsed)
-
-    loader = ClickHouseSink(
-        lambda: connect(settings),
-        settings.kafka_client_config(),
-        names,
-        settings.topic("dlq"),
-        group=group,
-        deserializer=_deserializer(settings),
-        batch_rows=batch_rows or settings.sink_batch_rows,
-        batch_seconds=batch_seconds or settings.sink_batch_seconds,
-        on_batch=on_batch,
-    )
-    from trafficreel.sinks.metrics import SinkCollector
-
-    registry.register(SinkCollector(loader))
-    port = settings.health_port if health_port is None else health_port
-    health = None
-    if port:
-        health = HealthServer(
-            lambda: (bool(loader.assigned), f"{len(loader.assigned)} partitions assigned"),
-            port=port,
-            registry=registry,
-        ).start()
-    signal.signal(signal.SIGTERM, lambda *_: loader.stop())
-    log = get_logger("trafficreel.sinks")
-    log.info("sink started", topics=names, group=group, clickhouse=mask_dsn(settings.clickhouse_url))
-    try:
-        loader.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if health is not None:
-            health.stop()
-    log.info("sink stopped", **vars(loader.stats))
-
-
-class QueryFormat(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-@app.command()
-def query(
-    ctx: typer.Context,
-    sql: Annotated[str, typer.Argument(help="The SQL to run (the table is `exchanges`).")],
-    output: Annotated[
-        QueryFormat, typer.Option("--format", "-f", help="table, json (one object per line) or csv.")
-    ] = QueryFormat.table,
-) -> None:
-    """Run SQL on the ClickHouse holding the records and print the result.
-
-    Example: trafficreel query "SELECT route, count() AS n FROM exchanges GROUP BY route ORDER BY n DESC"
-    """
-    import csv
-
-    from trafficreel.clickhouse import connect_or_embedded
-
-    settings = _settings(ctx)
-    with _reported(), connect_or_embedded(settings) as client:
-        from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
-
-        try:
-            result = client.query(sql)
-        except DriverError as exc:
-            raise ClickHouseError(f"the query failed: {str(exc).splitlines()[0][:2000]}") from exc
-    names = list(result.column_names)
-    if output is QueryFormat.json:
-        for row in result.result_rows:
-            out.print_json(json.dumps(jsonable(dict(zip(names, row, strict=True)))), indent=None)
-    elif output is QueryFormat.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(names)
-        for row in result.result_rows:
-            writer.writerow([_cell(v) for v in row])
-    else:
-        table = Table(*names, box=box.SIMPLE_HEAD)
-        for row in result.result_rows:
-            table.add_row(*(_cell(v) for v in row))
-        out.print(table)
-        out.print(f"{len(result.result_rows)} rows")
-
-
-@app.command()
-def report(
-    ctx: typer.Context,
-    since: Annotated[
-        str, typer.Option(help="Start of the window: an age (15m, 2h, 1d), ISO-8601 or epoch ms.")
-    ] = "1h",
-    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
-    limit: Annotated[int, typer.Option(help="Rows per section.", min=1)] = 15,
-    output: Annotated[QueryFormat, typer.Option("--format", "-f", help="table or json.")] = QueryFormat.table,
-) -> None:
-    """Summarise the recorded traffic: by class and service, top routes, Kubernetes API load per pod.
-
-    Counts are shown as stored and as estimated real traffic (re-weighted by sampling).
-
-    Example: trafficreel report --since 2h --service orders
-    """
-    from trafficreel.clickhouse import connect_or_embedded
-    from trafficreel.sinks.report import build_report
-
-    if output is QueryFormat.csv:
-        raise typer.BadParameter("the report prints as a table or as json", param_hint="--format")
-
-    settings = _settings(ctx)
-    since_ms = parse_time(since)
-    with _reported(), connect_or_embedded(settings) as client:
-        from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
-
-        try:
-            summary = build_report(client, since_ms, service, limit)
-        except DriverError as exc:
-            raise ClickHouseError(
-                f"the report query failed: {str(exc).splitlines()[0][:500]}; "
-                "has `trafficreel sink` run against this ClickHouse (it creates the tables)?"
-            ) from exc
-    if output is QueryFormat.json:
-        out.print_json(json.dumps(jsonable(summary.as_json())))
-        return
-    print_report(summary, since_ms, service)
-
-
-def print_report(summary: Any, since_ms: int, service: str | None = None) -> None:
-    """The report as terminal tables (also printed by the demo)."""
-    start = datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(timespec="seconds")
-    out.print(f"traffic since {start}" + (f" for {service}" if service else ""))
-    for title, rows in (
-        ("Traffic by class and service", summary.by_class),
-        ("Top routes (business, probes, scrapes)", summary.top_routes),
-        ("Kubernetes API load per pod", summary.k8s_per_pod),
-    ):
-        if not rows:
-            out.print(f"\n{title}: nothing recorded")
-            continue
-        table = Table(*rows[0].keys(), title=title, box=box.SIMPLE_HEAD, title_justify="left")
-        for row in rows:
-            table.add_row(*(_cell(v) for v in row.values()))
-        out.print(table)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return "" if value is None else str(value)
+app.command("sink")(sink_command)
+app.command("query")(query_command)
+app.command("report")(report_command)
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -763,7 +495,7 @@ def demo(
     """
     from .demo import run_demo
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     other = _running_stack_pid(settings.data_dir / "stack.pid")
     if other is not None:
         err.print(
@@ -771,7 +503,7 @@ def demo(
             "stop it first or give the demo another --data-dir."
         )
         raise typer.Exit(1)
-    with _reported():
+    with reported():
         run_demo(settings, seconds=seconds, rate=rate, out=out, err=err)
 
 
@@ -796,9 +528,7 @@ def version() -> None:
     )
 
 
-# -- replay (its own module; registered here so that it shares the callback's settings) ---------
-
-from ._cli_replay import replay_command  # noqa: E402 - needs the helpers defined above
+# -- replay (its own module) ---------------------------------------------------------------------
 
 app.command("replay")(replay_command)
 

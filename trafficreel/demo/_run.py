@@ -178,7 +178,7 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, out: Console, e
 
     import clickhouse_connect
 
-    from trafficreel.cli import print_report
+    from trafficreel._cli_sink import print_report
     from trafficreel.codec import deserializer
     from trafficreel.replay import Filters, KafkaSource, Pacing, ReplayConfig, Replayer, Summary, select_sql
     from trafficreel.sinks.report import build_report
