@@ -158,7 +158,7 @@ class ClickHouseSink:
         deserializer: Deserializer | None = None,
         batch_rows: int = 5000,
         batch_bytes: int = 16 << 20,
-        batch_seconds: float = 1.0,
+        batch_seconds: float = 0.5,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._client_factory = client_factory

@@ -47,7 +47,7 @@ def sink_command(
             min=0.01,
             max=300,
             help="Seconds records wait at most before they are inserted "
-            "[env TRAFFICREEL_SINK_BATCH_SECONDS, 1.0].",
+            "[env TRAFFICREEL_SINK_BATCH_SECONDS, 0.5].",
         ),
     ] = None,
 ) -> None:

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         5000, ge=1, description="Records the sink inserts at most in one batch (all partitions together)."
     )
     sink_batch_seconds: float = Field(
-        1.0,
+        0.5,
         gt=0,
         le=300,
         description="Seconds the sink waits at most before inserting what it holds (the latency it adds).",
