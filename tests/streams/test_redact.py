@@ -145,3 +145,16 @@ def test_binary_bodies_are_not_searched() -> None:
     """Bodies of binary types are left as they are (they are digest-only at source anyway)."""
     record = _with_body(exchange(), "request", b"password=hunter2", content_type="application/octet-stream")
     assert REDACTOR.redact(record) is False
+
+
+def test_every_listed_key_is_found_in_short_and_long_bodies() -> None:
+    """Each listed key (and a suffixed, dashed spelling of it) is redacted whether the body is a
+    few bytes or several KiB long: the key search takes a different path by length."""
+    from trafficreel.producers._deep import DEFAULT_JSON_KEYS
+
+    filler = '"filler": "' + "lorem ipsum dolor sit amet " * 60 + '", '
+    for key in (*DEFAULT_JSON_KEYS, "db_password", "Github-Token", "X.Api.Key"):
+        for padding in ("", filler):
+            record = _with_body(exchange(), "request", f'{{{padding}"{key}": "planted-value"}}'.encode())
+            assert REDACTOR.redact(record) is True, (key, len(padding))
+            assert b"planted-value" not in (record["request"]["body"]["data"] or b""), key
