@@ -31,7 +31,7 @@ from trafficreel.stack import EmbeddedStack
 from trafficreel.stack._processes import ChildProcess, free_port
 
 from ._harness import Figure
-from .producer import BODY, REQUEST_HEADERS, starlette_app
+from .producer import request_receive, request_scope, starlette_app
 
 __all__ = ["e2e_figures"]
 
@@ -84,34 +84,12 @@ async def _drive(app: Any, seconds: float, sent: dict[bytes, float]) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         path = b"/e2e/%d" % n
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path.decode(),
-            "raw_path": path,
-            "query_string": b"",
-            "headers": REQUEST_HEADERS,
-            "client": ("10.1.2.3", 41234),
-            "server": ("10.1.3.4", 8080),
-            "root_path": "",
-        }
-        done = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal done
-            if done:
-                return {"type": "http.disconnect"}
-            done = True
-            return {"type": "http.request", "body": BODY, "more_body": False}
 
         async def send(message: dict[str, Any], path: bytes = path) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 sent[path] = wall + time.perf_counter()
 
-        await app(scope, receive, send)
+        await app(request_scope(path, b""), request_receive(), send)
 
 
 def e2e_figures(quick: bool) -> list[Figure]:

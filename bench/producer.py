@@ -21,7 +21,7 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,41 +123,50 @@ def _otel_provider() -> Any:
 
 # -- drivers ---------------------------------------------------------------------------------------
 
-SCOPE = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "POST",
-    "scheme": "http",
-    "path": "/v1/orders/42",
-    "raw_path": b"/v1/orders/42",
-    "query_string": b"expand=items",
-    "headers": REQUEST_HEADERS,
-    "client": ("10.1.2.3", 41234),
-    "server": ("10.1.3.4", 8080),
-    "root_path": "",
-}
+
+def request_scope(path: bytes = b"/v1/orders/42", query: bytes = b"expand=items") -> dict[str, Any]:
+    """The ASGI scope of one benchmark request (the 1 KiB JSON POST with about ten headers)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path.decode(),
+        "raw_path": path,
+        "query_string": query,
+        "headers": REQUEST_HEADERS,
+        "client": ("10.1.2.3", 41234),
+        "server": ("10.1.3.4", 8080),
+        "root_path": "",
+    }
+
+
+def request_receive() -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``receive`` of one benchmark request: its body in one message, then a disconnect."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    return receive
 
 
 def asgi_driver(app: Any, n: int) -> Callable[[], float]:
     """Returns a callable running n requests, giving µs of wall time per request."""
     loop = asyncio.new_event_loop()
+    scope = request_scope()
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
 
     async def many() -> None:
         for _ in range(n):
-            sent = False
-
-            async def receive() -> dict[str, Any]:
-                nonlocal sent
-                if sent:
-                    return {"type": "http.disconnect"}
-                sent = True
-                return {"type": "http.request", "body": BODY, "more_body": False}
-
-            async def send(message: dict[str, Any]) -> None:
-                pass
-
-            await app(dict(SCOPE), receive, send)
+            await app(dict(scope), request_receive(), send)
 
     def go() -> float:
         start = time.perf_counter()
