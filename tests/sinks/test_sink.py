@@ -2,65 +2,28 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
-import clickhouse_connect
 import pytest
-from confluent_kafka import Producer
 
 from tests.streams.support import exchange
 from tests.streams.workers import make_topics, read_all
 from trafficreel.schemas import Serializer
 from trafficreel.sinks import ClickHouseSink, migrate
 
+from .support import (
+    SERIALIZER,
+    business_records,
+    client_factory,
+    produce,
+    run_until,
+    running,
+    stored_ids,
+    wait_for,
+)
+
 pytestmark = pytest.mark.stack
-SERIALIZER = Serializer()
-
-
-def _factory(infra: Any, database: str) -> Any:
-    host, _, port = infra.clickhouse_url.removeprefix("http://").partition(":")
-    return lambda: clickhouse_connect.get_client(
-        host=host,
-        port=int(port),
-        username=infra.clickhouse_user,
-        password=infra.clickhouse_password,
-        database=database,
-    )
-
-
-def _records(count: int, start: int = 0) -> list[Any]:
-    out = []
-    for i in range(start, start + count):
-        record = exchange(i, path=b"/v1/orders/%d" % i)
-        record.update(
-            traffic_class="business", class_rule="default", route="/v1/orders/{id}", sample_weight=1.0
-        )
-        out.append(record)
-    return out
-
-
-def _produce(bootstrap: str, topic: str, records: list[Any], extra: list[bytes] = ()) -> None:  # type: ignore[assignment]
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for record in records:
-        producer.produce(topic, SERIALIZER(record), record["id"].encode())
-    for value in extra:
-        producer.produce(topic, value, b"bad")
-    assert producer.flush(30) == 0
-
-
-def _run_until(sink: ClickHouseSink, condition: Any, timeout: float = 60) -> None:
-    thread = threading.Thread(target=sink.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert condition(), f"sink stats: {sink.stats}"
-    finally:
-        sink.stop()
-        thread.join(30)
 
 
 def test_records_land_once_even_when_sent_again(infra: Any, clickhouse: Any) -> None:
@@ -69,22 +32,22 @@ def test_records_land_once_even_when_sent_again(infra: Any, clickhouse: Any) -> 
     prefix = make_topics(infra.bootstrap, partitions=3)
     migrate(clickhouse)
     assert migrate(clickhouse) == []  # idempotent
-    records = _records(300)
-    _produce(infra.bootstrap, f"{prefix}.business", records, [b"garbage"])
-    factory = _factory(infra, clickhouse.database)
+    records = business_records(300)
+    produce(infra.bootstrap, f"{prefix}.business", records, [b"garbage"])
+    factory = client_factory(infra, clickhouse.database)
     conf = {"bootstrap.servers": infra.bootstrap}
 
     def count() -> int:
         return int(clickhouse.command("SELECT count() FROM exchanges"))
 
     first = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-a")
-    _run_until(first, lambda: count() >= 300 and first.stats.dead_letters)
+    run_until(first, lambda: count() >= 300 and first.stats.dead_letters)
     # A second sink in a new group starts from the beginning of the topic: it finds the stored
     # offsets and skips what is already there.
     second = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-b")
-    _produce(infra.bootstrap, f"{prefix}.business", records[:100] + _records(50, start=300))
+    produce(infra.bootstrap, f"{prefix}.business", records[:100] + business_records(50, start=300))
     # caught up: 350 rows, and no partition behind its end
-    _run_until(
+    run_until(
         second, lambda: count() >= 350 and bool(second.stats.lag) and set(second.stats.lag.values()) == {0}
     )
     time.sleep(1.5)  # give it the chance to (wrongly) insert more
@@ -148,8 +111,8 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
 
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
-    _produce(infra.bootstrap, f"{prefix}.business", _records(200))
-    factory, conf = _factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
+    produce(infra.bootstrap, f"{prefix}.business", business_records(200))
+    factory, conf = client_factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
     args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
     dying = DiesBeforeCommit(*args, group=f"{prefix}-sink")
     with pytest.raises(_CrashError):
@@ -157,7 +120,7 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
     stored = int(clickhouse.command("SELECT count() FROM exchanges"))
     assert 0 < stored <= 200
     after = ClickHouseSink(*args, group=f"{prefix}-sink")
-    _run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 200)
+    run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 200)
     time.sleep(1)
     assert int(clickhouse.command("SELECT count() FROM exchanges")) == 200
     assert after.stats.duplicates_skipped == 0  # skipped by offset, not found again by id
@@ -168,7 +131,7 @@ def test_views_answer_the_documented_questions(infra: Any, clickhouse: Any) -> N
     addresses and the share of bodies kept, over records loaded by the sink."""
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
-    business = _records(30)
+    business = business_records(30)
     for i, record in enumerate(business):
         record["response"]["status"] = 503 if i < 3 else 200
         record["duration_us"] = 1000 * (i + 1)
@@ -188,15 +151,15 @@ def test_views_answer_the_documented_questions(infra: Any, clickhouse: Any) -> N
         record["request"]["query"] = query
         record.update(traffic_class="k8s-api", class_rule="k8s-api-host", route="/x", sample_weight=1.0)
         k8s.append(record)
-    _produce(infra.bootstrap, f"{prefix}.business", business + k8s)
+    produce(infra.bootstrap, f"{prefix}.business", business + k8s)
     sink = ClickHouseSink(
-        _factory(infra, clickhouse.database),
+        client_factory(infra, clickhouse.database),
         {"bootstrap.servers": infra.bootstrap},
         [f"{prefix}.business"],
         f"{prefix}.dlq",
         group=f"{prefix}-v",
     )
-    _run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 34)
+    run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 34)
 
     per_route = clickhouse.query(
         "SELECT sum(requests), sum(errors), max(latency_us[3]) FROM route_minute WHERE route = '/v1/orders/{id}'"
@@ -287,27 +250,27 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     newer = WriterSchema.from_json(raw)
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
-    current, later = _records(20), _records(5, start=100)
-    cut = SERIALIZER(_records(1, start=200)[0])[:80]
-    out_of_range = _records(1, start=300)[0]
+    current, later = business_records(20), business_records(5, start=100)
+    cut = SERIALIZER(business_records(1, start=200)[0])[:80]
+    out_of_range = business_records(1, start=300)[0]
     out_of_range["response"]["status"] = 70_000  # the column is UInt16
     refused = SERIALIZER(out_of_range)
-    hostile_record = _records(1, start=400)[0]
+    hostile_record = business_records(1, start=400)[0]
     hostile_record["id"] = "x'); DROP TABLE exchanges; --"  # not a UUID, and must not be run as SQL
     hostile = SERIALIZER(hostile_record)
     later_values = [Serializer(schema=newer)({**r, "cost_units": 7}) for r in later]  # type: ignore[typeddict-unknown-key]
-    _produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut, refused, hostile])
-    _produce(infra.bootstrap, f"{prefix}.business", current[10:])
+    produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut, refused, hostile])
+    produce(infra.bootstrap, f"{prefix}.business", current[10:])
     sink = ClickHouseSink(
-        _factory(infra, clickhouse.database),
+        client_factory(infra, clickhouse.database),
         {"bootstrap.servers": infra.bootstrap},
         [f"{prefix}.business"],
         f"{prefix}.dlq",
         group=f"{prefix}-sink",
         deserializer=Deserializer(writers=[exchange_schema(), newer]),
     )
-    _run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 25)
-    stored = {row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows}
+    run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 25)
+    stored = set(stored_ids(clickhouse))
     assert stored == {r["id"] for r in current + later}
     dead = read_all(infra.bootstrap, f"{prefix}.dlq")
     assert [(m.value, m.headers["trafficreel-dlq-reason"]) for m in dead] == [
@@ -331,19 +294,19 @@ def test_a_crash_inside_a_batch_spanning_midnight_loses_nothing(infra: Any, clic
             raise Killed
 
     midnight_us = 1_780_012_800_000_000  # 2026-05-29 00:00:00 UTC
-    records = _records(12)
+    records = business_records(12)
     for i, record in enumerate(records):
         record["start_time"] = midnight_us + (-1 if i % 2 else 1) * (1000 + i)
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
-    _produce(infra.bootstrap, f"{prefix}.business", records)
-    factory, conf = _factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
+    produce(infra.bootstrap, f"{prefix}.business", records)
+    factory, conf = client_factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
     args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
     with pytest.raises(Killed):
         DiesAfterFirstInsert(*args, group=f"{prefix}-sink").run()
     assert int(clickhouse.command("SELECT count() FROM exchanges")) == 1
     after = ClickHouseSink(*args, group=f"{prefix}-sink")
-    _run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 12)
+    run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 12)
     time.sleep(1)
     stored = clickhouse.query("SELECT toString(id), toDate(start_time) FROM exchanges").result_rows
     assert sorted(r[0] for r in stored) == sorted(r["id"] for r in records)
@@ -357,30 +320,21 @@ def test_a_batch_of_only_undecodable_values_is_dead_lettered_and_committed(
     the sink goes on to store what comes next."""
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
-    _produce(infra.bootstrap, f"{prefix}.business", [], [b"garbage-1", b"garbage-2"])
+    produce(infra.bootstrap, f"{prefix}.business", [], [b"garbage-1", b"garbage-2"])
     sink = ClickHouseSink(
-        _factory(infra, clickhouse.database),
+        client_factory(infra, clickhouse.database),
         {"bootstrap.servers": infra.bootstrap},
         [f"{prefix}.business"],
         f"{prefix}.dlq",
         group=f"{prefix}-sink",
         batch_seconds=0.2,
     )
-    thread = threading.Thread(target=sink.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while sum(sink.stats.dead_letters.values()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with running(sink) as thread:
+        assert wait_for(lambda: sum(sink.stats.dead_letters.values()) >= 2, 60, 0.1)
         time.sleep(1)  # the next batch starts after the garbage
-        records = _records(3)
-        _produce(infra.bootstrap, f"{prefix}.business", records)
-        while int(clickhouse.command("SELECT count() FROM exchanges")) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        produce(infra.bootstrap, f"{prefix}.business", business_records(3))
+        assert wait_for(lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 3, 60)
         assert thread.is_alive()
-    finally:
-        sink.stop()
-        thread.join(30)
     assert sink.stats.dead_letters == {"bad-magic": 2}
     assert int(clickhouse.command("SELECT count() FROM exchanges")) == 3
 
@@ -390,11 +344,11 @@ def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, 
     holding 9,000 ids exceeds ClickHouse's max_query_size) and every copy is skipped."""
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
-    records = _records(9000)
-    _produce(infra.bootstrap, f"{prefix}.business", records)
-    _produce(infra.bootstrap, f"{prefix}.business", records)  # the same ids at new offsets
+    records = business_records(9000)
+    produce(infra.bootstrap, f"{prefix}.business", records)
+    produce(infra.bootstrap, f"{prefix}.business", records)  # the same ids at new offsets
     sink = ClickHouseSink(
-        _factory(infra, clickhouse.database),
+        client_factory(infra, clickhouse.database),
         {"bootstrap.servers": infra.bootstrap},
         [f"{prefix}.business"],
         f"{prefix}.dlq",
@@ -402,6 +356,6 @@ def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, 
         batch_rows=10_000,
         batch_bytes=64 << 20,
     )
-    _run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 18_000, timeout=120)
+    run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 18_000, timeout=120)
     assert sink.stats.duplicates_skipped == 9000
     assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (9000, 9000)

@@ -13,13 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from tests.streams.workers import make_topics
-from trafficreel.schemas import Serializer
 from trafficreel.sinks import migrate
 
-from .test_sink import _records
+from .support import (
+    business_records,
+    client_factory,
+    produce,
+    produce_steadily,
+    running,
+    stored_ids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.stack
 SHORT = os.environ.get("CI") is not None
@@ -45,21 +51,13 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
     if infra.clickhouse_password:
         url = url.replace("://", f"://{infra.clickhouse_user}:{infra.clickhouse_password}@")
     total = 2000 if SHORT else 6000
-    records = _records(total)
-    serializer = Serializer()
+    records = business_records(total)
     done = threading.Event()
-
-    def produce() -> None:
-        producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5})
-        for i, record in enumerate(records):
-            producer.produce(f"{prefix}.business", serializer(record), record["id"].encode())
-            if i % 50 == 49:
-                producer.poll(0)
-                time.sleep(0.02)  # a steady stream: about 2,500 records/s
-        producer.flush(30)
-        done.set()
-
-    feeder = threading.Thread(target=produce, daemon=True)
+    feeder = threading.Thread(  # a steady stream: about 2,500 records/s
+        target=produce_steadily,
+        args=(infra.bootstrap, f"{prefix}.business", records, 0.02, done),
+        daemon=True,
+    )
     feeder.start()
     log = tmp_path / "sink.log"
     rng = random.Random(7)
@@ -73,11 +71,7 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
     assert done.is_set()
     process = _sink(infra, prefix, url, log)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if int(clickhouse.command("SELECT count() FROM exchanges")) >= total:
-                break
-            time.sleep(0.5)
+        wait_for(lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= total, 120, 0.5)
         time.sleep(2)  # anything more would be a duplicate
     finally:
         process.send_signal(signal.SIGTERM)
@@ -90,7 +84,7 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
                 "the sink did not stop within 30 s of SIGTERM\n" + log.read_text()[-3000:]
             ) from None
         assert code == 0, log.read_text()[-3000:]
-    stored = [row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows]
+    stored = stored_ids(clickhouse)
     assert len(stored) == len(set(stored)), "an id is stored twice"
     assert set(stored) == {r["id"] for r in records}, log.read_text()[-3000:]
 
@@ -103,8 +97,6 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
 
     from trafficreel.sinks import ClickHouseSink
     from trafficreel.stack import EmbeddedClickHouse
-
-    from .test_sink import _produce
 
     ch = EmbeddedClickHouse(tmp_path / "ch", tmp_path)
     ch.start()
@@ -119,8 +111,8 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
         client = factory()
         migrate(client)
         prefix = make_topics(infra.bootstrap, partitions=2)
-        records = _records(600)
-        _produce(infra.bootstrap, f"{prefix}.business", records[:300])
+        records = business_records(600)
+        produce(infra.bootstrap, f"{prefix}.business", records[:300])
         sink = ClickHouseSink(
             factory,
             {"bootstrap.servers": infra.bootstrap},
@@ -132,26 +124,19 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
         def count() -> int:
             return int(client.command("SELECT count() FROM exchanges"))
 
-        thread = threading.Thread(target=sink.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while count() < 300 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert count() == 300
-        ch.signal(signal.SIGSTOP)
-        try:
-            _produce(infra.bootstrap, f"{prefix}.business", records[300:])
-            time.sleep(8)
-            assert sink.stats.retries > 0 and thread.is_alive()
-        finally:
-            ch.signal(signal.SIGCONT)
-        settle_deadline = time.monotonic() + 90
-        while count() < 600 and time.monotonic() < settle_deadline:
-            time.sleep(0.3)
-        time.sleep(2)
-        sink.stop()
-        thread.join(30)
-        stored = [row[0] for row in client.query("SELECT toString(id) FROM exchanges").result_rows]
+        with running(sink) as thread:
+            assert wait_for(lambda: count() >= 300, 60)
+            assert count() == 300
+            ch.signal(signal.SIGSTOP)
+            try:
+                produce(infra.bootstrap, f"{prefix}.business", records[300:])
+                time.sleep(8)
+                assert sink.stats.retries > 0 and thread.is_alive()
+            finally:
+                ch.signal(signal.SIGCONT)
+            wait_for(lambda: count() >= 600, 90, 0.3)
+            time.sleep(2)
+        stored = stored_ids(client)
         assert len(stored) == len(set(stored)) == 600
         assert set(stored) == {r["id"] for r in records}
     finally:
@@ -164,57 +149,41 @@ def test_broker_frozen_for_20_seconds_loses_nothing(infra: Any, clickhouse: Any,
     from trafficreel.sinks import ClickHouseSink
     from trafficreel.stack import EmbeddedBroker
 
-    from .test_sink import _factory
-
     broker = EmbeddedBroker(tmp_path)
     broker.start()
     try:
         prefix = make_topics(broker.bootstrap, partitions=2)
         migrate(clickhouse)
-        records = _records(1500)
-        serializer = Serializer()
+        records = business_records(1500)
         produced = threading.Event()
-
-        def produce() -> None:
-            producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
-            for i, record in enumerate(records):
-                producer.produce(f"{prefix}.business", serializer(record), record["id"].encode())
-                if i % 50 == 49:
-                    producer.poll(0)
-                    time.sleep(0.1)  # about 500 records/s: some before, the rest during and after the freeze
-            assert producer.flush(120) == 0
-            produced.set()
-
         sink = ClickHouseSink(
-            _factory(infra, clickhouse.database),
+            client_factory(infra, clickhouse.database),
             {"bootstrap.servers": broker.bootstrap},
             [f"{prefix}.business"],
             f"{prefix}.dlq",
             group=f"{prefix}-z",
         )
-        thread = threading.Thread(target=sink.run, daemon=True)
-        thread.start()
-        feeder = threading.Thread(target=produce, daemon=True)
-        feeder.start()
-        time.sleep(6)
-        broker.signal(signal.SIGSTOP)
-        try:
-            time.sleep(20)
-        finally:
-            broker.signal(signal.SIGCONT)
-        feeder.join(180)
-        assert produced.is_set()
-
-        def count() -> int:
-            return int(clickhouse.command("SELECT count() FROM exchanges"))
-
-        deadline = time.monotonic() + 120
-        while count() < len(records) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(2)
-        sink.stop()
-        thread.join(30)
-        stored = [row[0] for row in clickhouse.query("SELECT toString(id) FROM exchanges").result_rows]
+        # About 500 records/s: some before, the rest during and after the freeze.
+        feeder = threading.Thread(
+            target=produce_steadily,
+            args=(broker.bootstrap, f"{prefix}.business", records, 0.1, produced),
+            daemon=True,
+        )
+        with running(sink):
+            feeder.start()
+            time.sleep(6)
+            broker.signal(signal.SIGSTOP)
+            try:
+                time.sleep(20)
+            finally:
+                broker.signal(signal.SIGCONT)
+            feeder.join(180)
+            assert produced.is_set()
+            wait_for(
+                lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= len(records), 120, 0.5
+            )
+            time.sleep(2)
+        stored = stored_ids(clickhouse)
         assert len(stored) == len(set(stored)), "an id is stored twice"
         assert set(stored) == {r["id"] for r in records}
     finally:
