@@ -311,22 +311,29 @@ def _instrument_httpx(recorder: Recorder) -> None:
             pass
         return response
 
+    @contextlib.contextmanager
+    def call(request: Any, request_tee: type) -> Iterator[PendingExchange | None]:
+        """One transport call, sync or async: the exchange started, the request body teed, the
+        call's failure recorded, and the request's own stream put back afterwards."""
+        ex = _httpx_start(recorder, request)
+        stream = request.stream
+        body = _tee_httpx_request(ex, request, request_tee)
+        try:
+            yield ex
+        except BaseException as exc:
+            if ex is not None:
+                if body is not None:
+                    body.abort_unless_done()
+                _finish(recorder, ex, exc=exc)
+            raise
+        finally:
+            request.stream = stream  # a redirect or auth flow sending it again gets the original
+
     def sync_wrapper(original: Any) -> Any:
         @functools.wraps(original)
         def handle_request(self: Any, request: Any) -> Any:
-            ex = _httpx_start(recorder, request)
-            stream = request.stream
-            body = _tee_httpx_request(ex, request, sync_request_tee)
-            try:
+            with call(request, sync_request_tee) as ex:
                 response = original(self, request)
-            except BaseException as exc:
-                if ex is not None:
-                    if body is not None:
-                        body.abort_unless_done()
-                    _finish(recorder, ex, exc=exc)
-                raise
-            finally:
-                request.stream = stream  # a redirect or auth flow sending it again gets the original
             return respond(ex, response, sync_tee)
 
         return handle_request
@@ -334,19 +341,8 @@ def _instrument_httpx(recorder: Recorder) -> None:
     def async_wrapper(original: Any) -> Any:
         @functools.wraps(original)
         async def handle_async_request(self: Any, request: Any) -> Any:
-            ex = _httpx_start(recorder, request)
-            stream = request.stream
-            body = _tee_httpx_request(ex, request, async_request_tee)
-            try:
+            with call(request, async_request_tee) as ex:
                 response = await original(self, request)
-            except BaseException as exc:
-                if ex is not None:
-                    if body is not None:
-                        body.abort_unless_done()
-                    _finish(recorder, ex, exc=exc)
-                raise
-            finally:
-                request.stream = stream  # a redirect or auth flow sending it again gets the original
             return respond(ex, response, async_tee)
 
         return handle_async_request
