@@ -37,7 +37,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
-__all__ = ["BatchApp", "BatchHandler", "install"]
+__all__ = ["BatchApp", "BatchHandler", "install", "seek_back"]
 
 BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
 
@@ -56,6 +56,19 @@ FETCH_MAX_WAIT_MS = 100
 #: continue``).  Tansu puts one partition (~6 MB) in each Fetch response, so refilling six drained
 #: partitions costs six round trips plus 6 x 100 ms of this backoff.
 PREFETCH_BACKOFF = 0.0
+
+
+async def seek_back(consumer: Any, tp: TP, offset: int) -> bool:
+    """Seek an aiokafka consumer's partition to ``offset`` if its position is past it; True if it
+    moved. A partition whose position is not known yet (being reset, or waiting for its committed
+    offset) or is at or before ``offset`` is left alone."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    state = assignment.state_value(tp) if assignment is not None else None
+    if state is None or not state.has_valid_position or state.position <= offset:
+        return False
+    consumer.seek(tp, offset)
+    return True
 
 
 class FastFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -137,19 +150,28 @@ class BatchConsumer(FastFetchConsumer):
         The records were fetched, so the consumer's position is past them. faust seeks back to
         the committed offset, but aiokafka's ``seek_to_committed`` leaves a partition that has no
         committed offset (or offset 0) where it is: without this, a partition's first records
-        fetched while a rebalance stops the flow were never handled by anyone. Partitions no longer
-        assigned are left alone (their new owner starts from the committed offset).
+        fetched while a rebalance stops the flow were never handled by anyone. A partition is
+        only ever moved back (``seek_back``): records of an earlier assignment, while the new one
+        starts from its committed offset, leave it alone.
         """
         assigned = self.assignment()
         for tp, recs in chunks:
             if tp.topic not in self._batch_handlers or tp not in assigned:
                 continue
+            offset = recs[0].offset
             try:
-                await self.seek(tp, recs[0].offset)
+                moved = await self._seek_back(tp, offset)
             except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the new owner re-reads
-                self.log.warning("Could not rewind %r to offset %s: %r", tp, recs[0].offset, exc)
-            else:
-                self.log.info("Rewound %s[%s] to offset %s", tp.topic, tp.partition, recs[0].offset)
+                self.log.warning("Could not rewind %r to offset %s: %r", tp, offset, exc)
+                continue
+            if moved:
+                self._read_offset[tp] = offset if offset else None  # as faust's own seek does
+                self.log.info("Rewound %s[%s] to offset %s", tp.topic, tp.partition, offset)
+
+    async def _seek_back(self, tp: TP, offset: int) -> bool:
+        """``seek_back`` on the consumer's own thread (aiokafka's state belongs to its loop)."""
+        thread: Any = self._thread
+        return bool(await thread.call_thread(seek_back, thread._ensure_consumer(), tp, offset))
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
         handlers = self._batch_handlers

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from trafficreel.streams._faust_batch import BatchApp
+from trafficreel.streams._faust_batch import BatchApp, seek_back
 
 RAW0, RAW1 = TP("raw", 0), TP("raw", 1)
 
@@ -59,14 +59,15 @@ def _drain(
         async def no_committed_offsets() -> None:
             return None  # faust's seek to the committed offsets: nothing committed yet
 
-        async def seek(tp: TP, offset: int) -> None:
+        async def seek_back(tp: TP, offset: int) -> bool:
             seeks.append((tp, offset))
             if seek_fails:
                 raise RuntimeError("revoked meanwhile")
+            return True
 
         consumer._wait_next_records = wait_next_records
         consumer.perform_seek = no_committed_offsets
-        consumer.seek = seek
+        consumer._seek_back = seek_back
         consumer.assignment = lambda: set(assigned)
         consumer.flow_active = flow_active
         try:
@@ -113,3 +114,39 @@ def test_a_failed_seek_is_logged_not_raised(caplog: pytest.LogCaptureFixture) ->
     seeks, handled, _ = _drain({RAW0: _records(7, 2)}, flow_active=False, seek_fails=True)
     assert (seeks, handled) == ([(RAW0, 7)], [])
     assert "Could not rewind" in caplog.text
+
+
+def _aiokafka_consumer(position: int | None) -> Any:
+    """An aiokafka consumer's real subscription state with RAW0 assigned at ``position``."""
+    from aiokafka.consumer.subscription_state import SubscriptionState
+
+    state = SubscriptionState()
+    state.assign_from_user({RAW0})
+    if position is not None:
+        state.seek(RAW0, position)
+    return SimpleNamespace(_subscription=state, seek=state.seek)
+
+
+@pytest.mark.parametrize(
+    ("position", "offset", "moved"),
+    [
+        (176, 0, True),  # records 0-175 fetched and thrown away: back to 0
+        (50, 50, False),  # already there
+        (40, 50, False),  # never forward (records of an earlier assignment)
+        (None, 0, False),  # position not known yet: the assignment starts at its committed offset
+    ],
+)
+def test_seek_back_only_ever_moves_a_partition_back(position: int | None, offset: int, moved: bool) -> None:
+    async def run() -> tuple[Any, bool]:
+        consumer = _aiokafka_consumer(position)  # aiokafka's state wants a running loop
+        return consumer, await seek_back(consumer, RAW0, offset)
+
+    consumer, result = asyncio.run(run())
+    assert result is moved
+    state = consumer._subscription.subscription.assignment.state_value(RAW0)
+    if moved:
+        assert state.position == offset
+    elif position is not None:
+        assert state.position == position
+    else:
+        assert not state.has_valid_position
