@@ -355,7 +355,31 @@ def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, 
         group=f"{prefix}-sink",
         batch_rows=10_000,
         batch_bytes=64 << 20,
+        batch_seconds=3,  # batches by rows: the topic holds all 18,000 before the sink starts
     )
     run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 18_000, timeout=120)
     assert sink.stats.duplicates_skipped == 9000
     assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (9000, 9000)
+
+
+def test_ids_in_capitals_are_recognised_when_sent_again(infra: Any, clickhouse: Any) -> None:
+    """A writer spelling ids in capitals: a copy sent again is still found (ClickHouse prints
+    UUIDs in lower case) and stored once."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    batch = business_records(20)
+    for record in batch:
+        record["id"] = record["id"].upper()
+    produce(infra.bootstrap, f"{prefix}.business", batch)
+    produce(infra.bootstrap, f"{prefix}.business", batch)
+    sink = ClickHouseSink(
+        client_factory(infra, clickhouse.database),
+        {"bootstrap.servers": infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-sink",
+        batch_rows=20,  # the copies come in a batch of their own, after the originals are stored
+    )
+    run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 40)
+    assert (sink.stats.rows_inserted, sink.stats.duplicates_skipped) == (20, 20)
+    assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (20, 20)
