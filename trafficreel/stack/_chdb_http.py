@@ -40,7 +40,7 @@ _INSERT_FORMAT_RE = re.compile(
 # ClickHouse's input() table function (INSERT … SELECT … FROM input('structure') FORMAT X):
 # chDB inserts only plain INSERTs from a stream, so the body is staged in a file and read by file().
 _INPUT_RE = re.compile(r"\binput\s*\(\s*('(?:[^'\\]|\\.|'')*')\s*\)", re.IGNORECASE | re.DOTALL)
-# Staged in memory where the system offers it; NamedTemporaryFile creates the file exclusively, 0600.
+# Staged in memory where the system offers it; tempfile creates the file exclusively, mode 0600.
 _SHM = "/dev/shm"  # noqa: S108
 _STAGING_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
 # Where the system allows it the staged file has no name (it cannot outlive a killed server) and
