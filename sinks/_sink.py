@@ -191,6 +191,7 @@ class ClickHouseSink:
                 "fetch.wait.max.ms": 100,
             }
         )
+        self._kafka_config = kafka_config
         self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
         self._dlq_sent = 0
         self._dlq_failed: list[str] = []
@@ -201,19 +202,75 @@ class ClickHouseSink:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         stored = self._stored_offsets({p.topic for p in partitions})
         committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        ahead = {
+            key: last
+            for key, last in stored.items()
+            if key in {(p.topic, p.partition) for p in partitions} and last[0] + 1 > committed.get(key, -1001)
+        }
+        # Rows stored past the committed offset: inserted before a crash, not committed. Or rows
+        # of an earlier topic of the same name (an embedded broker restarted without its data, a
+        # recreated topic), whose offsets mean nothing now: only skip when the record at the
+        # stored offset is the one stored there.
+        same = self._still_there(ahead)
         for p in partitions:
-            after = stored.get((p.topic, p.partition))
-            have = committed.get((p.topic, p.partition), -1001)
-            if after is not None and after + 1 > have:
-                p.offset = after + 1  # inserted but not committed before a crash: skip it
+            key = (p.topic, p.partition)
+            if key in same:
+                p.offset = ahead[key][0] + 1
                 log.info(
                     "resuming after the last stored offset",
                     topic=p.topic,
                     partition=p.partition,
                     offset=p.offset,
                 )
-            self.assigned.add((p.topic, p.partition))
+            elif key in ahead:
+                log.warning(
+                    "rows stored for this partition come from an earlier topic of the same name; "
+                    "reading from the committed offset",
+                    topic=p.topic,
+                    partition=p.partition,
+                    stored_offset=ahead[key][0],
+                )
+            self.assigned.add(key)
         consumer.assign(partitions)
+
+    def _still_there(self, stored: dict[tuple[str, int], tuple[int, str]]) -> set[tuple[str, int]]:
+        """The partitions whose record at the stored offset has the stored id (read with a
+        short-lived consumer that joins no group)."""
+        if not stored:
+            return set()
+        reader = Consumer(
+            {
+                **self._kafka_config,
+                "group.id": "trafficreel-sink-check",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        found: set[tuple[str, int]] = set()
+        try:
+            wanted = {}
+            for (topic, partition), (offset, _) in stored.items():
+                _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                if high > offset:  # else the topic holds fewer records than were stored from it
+                    wanted[(topic, partition)] = offset
+            reader.assign([TopicPartition(t, p, o) for (t, p), o in wanted.items()])
+            deadline = time.monotonic() + 15
+            while wanted and time.monotonic() < deadline:
+                for raw in reader.consume(len(wanted), 1.0):
+                    key = (raw.topic() or "", raw.partition() or 0)
+                    if key not in wanted:
+                        continue
+                    offset = wanted.pop(key)
+                    if raw.error() is None and raw.offset() == offset:
+                        try:
+                            record_id = self._item(_message(raw)).id
+                        except DecodeError:
+                            continue
+                        if record_id.lower() == stored[key][1]:
+                            found.add(key)
+        finally:
+            reader.close()
+        return found
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_batch()  # every partition's records, while they are still ours to commit
@@ -222,17 +279,19 @@ class ClickHouseSink:
             self.stats.lag.pop((p.topic, p.partition), None)
         consumer.unassign()
 
-    def _stored_offsets(self, topics: set[str]) -> dict[tuple[str, int], int]:
+    def _stored_offsets(self, topics: set[str]) -> dict[tuple[str, int], tuple[int, str]]:
+        """The highest offset stored of each partition, and the id stored there."""
         rows = self._retry(
             lambda: (
                 self.client.query(
-                    "SELECT kafka_topic, kafka_partition, max(kafka_offset) FROM exchanges "
+                    "SELECT kafka_topic, kafka_partition, max(kafka_offset), "
+                    "toString(argMax(id, kafka_offset)) FROM exchanges "
                     "WHERE kafka_topic IN %(topics)s GROUP BY kafka_topic, kafka_partition",
                     parameters={"topics": tuple(sorted(topics))},
                 ).result_rows
             )
         )
-        return {(t, int(p)): int(o) for t, p, o in rows}
+        return {(t, int(p)): (int(o), str(i)) for t, p, o, i in rows}
 
     # -- the loop --------------------------------------------------------------------------
 

@@ -383,3 +383,33 @@ def test_ids_in_capitals_are_recognised_when_sent_again(infra: Any, clickhouse: 
     run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 40)
     assert (sink.stats.rows_inserted, sink.stats.duplicates_skipped) == (20, 20)
     assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (20, 20)
+
+
+@pytest.mark.parametrize("stored_up_to", [29, 9])
+def test_rows_of_an_earlier_topic_of_the_same_name_do_not_hide_new_records(
+    infra: Any, clickhouse: Any, stored_up_to: int
+) -> None:
+    """The table holds rows from an earlier life of the topic (an embedded broker restarted
+    without its data: offsets start again at 0). The sink must not take their offsets for its
+    own: every new record is stored, whether the new topic is shorter than the old one (29) or
+    already longer (9: the record at the stored offset is another one)."""
+    from trafficreel.sinks import COLUMNS
+    from trafficreel.sinks._rows import Columns
+
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    earlier = Columns()
+    for offset, record in enumerate(business_records(stored_up_to + 1, start=5000)):
+        earlier.add(record, f"{prefix}.business", 0, offset)
+    clickhouse.insert("exchanges", earlier.data, column_names=COLUMNS, column_oriented=True)
+    fresh = business_records(20)
+    produce(infra.bootstrap, f"{prefix}.business", fresh)
+    sink = ClickHouseSink(
+        client_factory(infra, clickhouse.database),
+        {"bootstrap.servers": infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-sink",
+    )
+    run_until(sink, lambda: sink.stats.rows_inserted >= 20)
+    assert {r["id"] for r in fresh} <= set(stored_ids(clickhouse))
