@@ -95,3 +95,28 @@ def run_until(sink: ClickHouseSink, condition: Callable[[], Any], timeout: float
 def stored_ids(client: Any) -> list[str]:
     """Every id in ``exchanges``, once per row."""
     return [row[0] for row in client.query("SELECT toString(id) FROM exchanges").result_rows]
+
+
+def business_sink(
+    infra: Any,
+    clickhouse: Any,
+    prefix: str,
+    group: str = "sink",
+    bootstrap: str | None = None,
+    **options: Any,
+) -> ClickHouseSink:
+    """A sink of ``<prefix>.business`` into the test's database, dead letters to ``<prefix>.dlq``,
+    in the group ``<prefix>-<group>``; ``options`` go to ClickHouseSink (batch sizes, …)."""
+    return ClickHouseSink(
+        client_factory(infra, clickhouse.database),
+        {"bootstrap.servers": bootstrap or infra.bootstrap},
+        [f"{prefix}.business"],
+        f"{prefix}.dlq",
+        group=f"{prefix}-{group}",
+        **options,
+    )
+
+
+def row_count(client: Any) -> int:
+    """Rows in ``exchanges``."""
+    return int(client.command("SELECT count() FROM exchanges"))

@@ -15,8 +15,10 @@ from trafficreel.sinks import ClickHouseSink, migrate
 from .support import (
     SERIALIZER,
     business_records,
+    business_sink,
     client_factory,
     produce,
+    row_count,
     run_until,
     running,
     stored_ids,
@@ -34,24 +36,21 @@ def test_records_land_once_even_when_sent_again(infra: Any, clickhouse: Any) -> 
     assert migrate(clickhouse) == []  # idempotent
     records = business_records(300)
     produce(infra.bootstrap, f"{prefix}.business", records, [b"garbage"])
-    factory = client_factory(infra, clickhouse.database)
-    conf = {"bootstrap.servers": infra.bootstrap}
-
-    def count() -> int:
-        return int(clickhouse.command("SELECT count() FROM exchanges"))
-
-    first = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-a")
-    run_until(first, lambda: count() >= 300 and first.stats.dead_letters)
+    first = business_sink(infra, clickhouse, prefix, "a")
+    run_until(first, lambda: row_count(clickhouse) >= 300 and first.stats.dead_letters)
     # A second sink in a new group starts from the beginning of the topic: it finds the stored
     # offsets and skips what is already there.
-    second = ClickHouseSink(factory, conf, [f"{prefix}.business"], f"{prefix}.dlq", group=f"{prefix}-b")
+    second = business_sink(infra, clickhouse, prefix, "b")
     produce(infra.bootstrap, f"{prefix}.business", records[:100] + business_records(50, start=300))
     # caught up: 350 rows, and no partition behind its end
     run_until(
-        second, lambda: count() >= 350 and bool(second.stats.lag) and set(second.stats.lag.values()) == {0}
+        second,
+        lambda: (
+            row_count(clickhouse) >= 350 and bool(second.stats.lag) and set(second.stats.lag.values()) == {0}
+        ),
     )
     time.sleep(1.5)  # give it the chance to (wrongly) insert more
-    assert count() == 350
+    assert row_count(clickhouse) == 350
     assert int(clickhouse.command("SELECT uniqExact(id) FROM exchanges")) == 350
     assert second.stats.duplicates_skipped == 100
     row = clickhouse.query(
@@ -117,12 +116,12 @@ def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, cli
     dying = DiesBeforeCommit(*args, group=f"{prefix}-sink")
     with pytest.raises(_CrashError):
         dying.run()
-    stored = int(clickhouse.command("SELECT count() FROM exchanges"))
+    stored = row_count(clickhouse)
     assert 0 < stored <= 200
     after = ClickHouseSink(*args, group=f"{prefix}-sink")
-    run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 200)
+    run_until(after, lambda: row_count(clickhouse) >= 200)
     time.sleep(1)
-    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 200
+    assert row_count(clickhouse) == 200
     assert after.stats.duplicates_skipped == 0  # skipped by offset, not found again by id
 
 
@@ -152,14 +151,8 @@ def test_views_answer_the_documented_questions(infra: Any, clickhouse: Any) -> N
         record.update(traffic_class="k8s-api", class_rule="k8s-api-host", route="/x", sample_weight=1.0)
         k8s.append(record)
     produce(infra.bootstrap, f"{prefix}.business", business + k8s)
-    sink = ClickHouseSink(
-        client_factory(infra, clickhouse.database),
-        {"bootstrap.servers": infra.bootstrap},
-        [f"{prefix}.business"],
-        f"{prefix}.dlq",
-        group=f"{prefix}-v",
-    )
-    run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 34)
+    sink = business_sink(infra, clickhouse, prefix, "v")
+    run_until(sink, lambda: row_count(clickhouse) >= 34)
 
     per_route = clickhouse.query(
         "SELECT sum(requests), sum(errors), max(latency_us[3]) FROM route_minute WHERE route = '/v1/orders/{id}'"
@@ -261,15 +254,13 @@ def test_other_writers_land_and_cut_records_go_to_the_dlq(infra: Any, clickhouse
     later_values = [Serializer(schema=newer)({**r, "cost_units": 7}) for r in later]  # type: ignore[typeddict-unknown-key]
     produce(infra.bootstrap, f"{prefix}.business", current[:10], [*later_values, cut, refused, hostile])
     produce(infra.bootstrap, f"{prefix}.business", current[10:])
-    sink = ClickHouseSink(
-        client_factory(infra, clickhouse.database),
-        {"bootstrap.servers": infra.bootstrap},
-        [f"{prefix}.business"],
-        f"{prefix}.dlq",
-        group=f"{prefix}-sink",
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
         deserializer=Deserializer(writers=[exchange_schema(), newer]),
     )
-    run_until(sink, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 25)
+    run_until(sink, lambda: row_count(clickhouse) >= 25)
     stored = set(stored_ids(clickhouse))
     assert stored == {r["id"] for r in current + later}
     dead = read_all(infra.bootstrap, f"{prefix}.dlq")
@@ -304,9 +295,9 @@ def test_a_crash_inside_a_batch_spanning_midnight_loses_nothing(infra: Any, clic
     args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
     with pytest.raises(Killed):
         DiesAfterFirstInsert(*args, group=f"{prefix}-sink").run()
-    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 1
+    assert row_count(clickhouse) == 1
     after = ClickHouseSink(*args, group=f"{prefix}-sink")
-    run_until(after, lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 12)
+    run_until(after, lambda: row_count(clickhouse) >= 12)
     time.sleep(1)
     stored = clickhouse.query("SELECT toString(id), toDate(start_time) FROM exchanges").result_rows
     assert sorted(r[0] for r in stored) == sorted(r["id"] for r in records)
@@ -321,22 +312,20 @@ def test_a_batch_of_only_undecodable_values_is_dead_lettered_and_committed(
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
     produce(infra.bootstrap, f"{prefix}.business", [], [b"garbage-1", b"garbage-2"])
-    sink = ClickHouseSink(
-        client_factory(infra, clickhouse.database),
-        {"bootstrap.servers": infra.bootstrap},
-        [f"{prefix}.business"],
-        f"{prefix}.dlq",
-        group=f"{prefix}-sink",
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
         batch_seconds=0.2,
     )
     with running(sink) as thread:
         assert wait_for(lambda: sum(sink.stats.dead_letters.values()) >= 2, 60, 0.1)
         time.sleep(1)  # the next batch starts after the garbage
         produce(infra.bootstrap, f"{prefix}.business", business_records(3))
-        assert wait_for(lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= 3, 60)
+        assert wait_for(lambda: row_count(clickhouse) >= 3, 60)
         assert thread.is_alive()
     assert sink.stats.dead_letters == {"bad-magic": 2}
-    assert int(clickhouse.command("SELECT count() FROM exchanges")) == 3
+    assert row_count(clickhouse) == 3
 
 
 def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, clickhouse: Any) -> None:
@@ -347,12 +336,10 @@ def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, 
     records = business_records(9000)
     produce(infra.bootstrap, f"{prefix}.business", records)
     produce(infra.bootstrap, f"{prefix}.business", records)  # the same ids at new offsets
-    sink = ClickHouseSink(
-        client_factory(infra, clickhouse.database),
-        {"bootstrap.servers": infra.bootstrap},
-        [f"{prefix}.business"],
-        f"{prefix}.dlq",
-        group=f"{prefix}-sink",
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
         batch_rows=10_000,
         batch_bytes=64 << 20,
         batch_seconds=3,  # batches by rows: the topic holds all 18,000 before the sink starts
@@ -372,12 +359,10 @@ def test_ids_in_capitals_are_recognised_when_sent_again(infra: Any, clickhouse: 
         record["id"] = record["id"].upper()
     produce(infra.bootstrap, f"{prefix}.business", batch)
     produce(infra.bootstrap, f"{prefix}.business", batch)
-    sink = ClickHouseSink(
-        client_factory(infra, clickhouse.database),
-        {"bootstrap.servers": infra.bootstrap},
-        [f"{prefix}.business"],
-        f"{prefix}.dlq",
-        group=f"{prefix}-sink",
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
         batch_rows=20,  # the copies come in a batch of their own, after the originals are stored
     )
     run_until(sink, lambda: sink.stats.rows_inserted + sink.stats.duplicates_skipped >= 40)
@@ -404,12 +389,6 @@ def test_rows_of_an_earlier_topic_of_the_same_name_do_not_hide_new_records(
     clickhouse.insert("exchanges", earlier.data, column_names=COLUMNS, column_oriented=True)
     fresh = business_records(20)
     produce(infra.bootstrap, f"{prefix}.business", fresh)
-    sink = ClickHouseSink(
-        client_factory(infra, clickhouse.database),
-        {"bootstrap.servers": infra.bootstrap},
-        [f"{prefix}.business"],
-        f"{prefix}.dlq",
-        group=f"{prefix}-sink",
-    )
+    sink = business_sink(infra, clickhouse, prefix)
     run_until(sink, lambda: sink.stats.rows_inserted >= 20)
     assert {r["id"] for r in fresh} <= set(stored_ids(clickhouse))

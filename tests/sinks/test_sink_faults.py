@@ -19,9 +19,10 @@ from trafficreel.sinks import migrate
 
 from .support import (
     business_records,
-    client_factory,
+    business_sink,
     produce,
     produce_steadily,
+    row_count,
     running,
     stored_ids,
     wait_for,
@@ -71,7 +72,7 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
     assert done.is_set()
     process = _sink(infra, prefix, url, log)
     try:
-        wait_for(lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= total, 120, 0.5)
+        wait_for(lambda: row_count(clickhouse) >= total, 120, 0.5)
         time.sleep(2)  # anything more would be a duplicate
     finally:
         process.send_signal(signal.SIGTERM)
@@ -121,12 +122,9 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
             group=f"{prefix}-f",
         )
 
-        def count() -> int:
-            return int(client.command("SELECT count() FROM exchanges"))
-
         with running(sink) as thread:
-            assert wait_for(lambda: count() >= 300, 60)
-            assert count() == 300
+            assert wait_for(lambda: row_count(client) >= 300, 60)
+            assert row_count(client) == 300
             ch.signal(signal.SIGSTOP)
             try:
                 produce(infra.bootstrap, f"{prefix}.business", records[300:])
@@ -134,7 +132,7 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
                 assert sink.stats.retries > 0 and thread.is_alive()
             finally:
                 ch.signal(signal.SIGCONT)
-            wait_for(lambda: count() >= 600, 90, 0.3)
+            wait_for(lambda: row_count(client) >= 600, 90, 0.3)
             time.sleep(2)
         stored = stored_ids(client)
         assert len(stored) == len(set(stored)) == 600
@@ -146,7 +144,6 @@ def test_clickhouse_away_for_a_while_loses_nothing(infra: Any, tmp_path: Path) -
 def test_broker_frozen_for_20_seconds_loses_nothing(infra: Any, clickhouse: Any, tmp_path: Path) -> None:
     """A broker of its own frozen for 20 s (SIGSTOP/SIGCONT: the embedded broker keeps topics in
     memory) while records stream in: afterwards the table holds exactly the produced ids."""
-    from trafficreel.sinks import ClickHouseSink
     from trafficreel.stack import EmbeddedBroker
 
     broker = EmbeddedBroker(tmp_path)
@@ -156,13 +153,7 @@ def test_broker_frozen_for_20_seconds_loses_nothing(infra: Any, clickhouse: Any,
         migrate(clickhouse)
         records = business_records(1500)
         produced = threading.Event()
-        sink = ClickHouseSink(
-            client_factory(infra, clickhouse.database),
-            {"bootstrap.servers": broker.bootstrap},
-            [f"{prefix}.business"],
-            f"{prefix}.dlq",
-            group=f"{prefix}-z",
-        )
+        sink = business_sink(infra, clickhouse, prefix, "z", bootstrap=broker.bootstrap)
         # About 500 records/s: some before, the rest during and after the freeze.
         feeder = threading.Thread(
             target=produce_steadily,
@@ -179,9 +170,7 @@ def test_broker_frozen_for_20_seconds_loses_nothing(infra: Any, clickhouse: Any,
                 broker.signal(signal.SIGCONT)
             feeder.join(180)
             assert produced.is_set()
-            wait_for(
-                lambda: int(clickhouse.command("SELECT count() FROM exchanges")) >= len(records), 120, 0.5
-            )
+            wait_for(lambda: row_count(clickhouse) >= len(records), 120, 0.5)
             time.sleep(2)
         stored = stored_ids(clickhouse)
         assert len(stored) == len(set(stored)), "an id is stored twice"
