@@ -101,9 +101,9 @@ _NUMBER_CHARS = frozenset(
 )
 
 
-# Digits become "0", separators " ", everything else "x": 13 zeros once separators are gone is a
-# run of digits a card number could hide in (a superset of the pattern, found at C speed).
-_DIGITS = bytes(48 if chr(c).isdigit() and c < 128 else 32 if c in b" -" else 120 for c in range(256))
+# Digits become "0", everything else "x", with separators deleted: 13 zeros in a row is a run of
+# digits a card number could hide in (a superset of the pattern, found at C speed).
+_DIGITS = bytes(48 if chr(c).isdigit() and c < 128 else 120 for c in range(256))
 _DIGIT_RUN = b"0" * 13
 
 
@@ -116,13 +116,8 @@ _GATES: dict[str, Callable[[bytes, bytes], bool]] = {
     "bearer": lambda text, lowered: b"bearer" in lowered,
     "jwt": lambda text, lowered: b"eyJ" in text,
     "email": lambda text, lowered: b"@" in text or b"%40" in text,
-    "card": lambda text, lowered: _DIGIT_RUN in text.translate(_DIGITS).replace(b" ", b""),
+    "card": lambda text, lowered: _DIGIT_RUN in text.translate(_DIGITS, b" -"),
 }
-
-
-# Below this many bytes one alternation regex finds the key words faster than a substring check
-# per word (measured: 1.4 vs 5.5 µs at 64 bytes, even at about 400, 2x slower at 1 KiB).
-_SHORT_TEXT = 384
 
 
 def _squeeze(text: bytes) -> bytes:
@@ -169,24 +164,22 @@ class DeepRedactor:
         compiled = {name: re.compile(p.encode()) for name, p in (patterns or DEFAULT_PATTERNS).items()}
         self._patterns = compiled
         # Most bodies are clean: cheap gates decide whether the real searches run at all.
-        # Key names are looked for with separators squeezed out ("api_key", "api-key" → "apikey"),
-        # and "token" is enough for "access_token": only words containing no other are kept.
+        # A listed key, or a key ending in a listed suffix, ends in one of these words once
+        # lowercased with separators squeezed out ("API-Key" → "apikey"); only words ending in no
+        # other are kept ("token" covers "access_token"). Searched in the reversed text, the regex
+        # starts at the literal ':' after a key (a C-speed scan) rather than trying every word at
+        # every letter: about 4 instead of 15 µs for 1 KiB of JSON.
         words = {_squeeze(name.lower().encode()) for name in (*json_keys, *_KEY_SUFFIXES)}
-        kept = sorted(w for w in words if not any(o != w and o in w for o in words))
-        self._key_words = tuple(kept)  # substring checks: cheaper than one alternation regex …
-        # … except on short texts, where the loop's own cost dominates (the same check).
-        self._key_search = re.compile(b"|".join(re.escape(w) for w in kept)).search
+        ends = sorted(w for w in words if not any(o != w and w.endswith(o) for o in words))
+        self._key_end = re.compile(rb':\s*"(?:' + b"|".join(re.escape(w[::-1]) for w in ends) + rb")").search
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
-    def _maybe(self, text: bytes) -> bool:
-        """Whether a listed key or any pattern may occur in ``text``."""
+    def _maybe(self, text: bytes, is_json: bool) -> bool:
+        """Whether a listed key (in JSON) or any pattern may occur in ``text``."""
         lowered = text.lower()
-        squeezed = _squeeze(lowered)
-        if len(squeezed) < _SHORT_TEXT:
-            found = self._key_search(squeezed) is not None
-        else:
-            found = any(word in squeezed for word in self._key_words)
-        return found or self._maybe_pattern(text, lowered)
+        if is_json and self._key_end(_squeeze(lowered)[::-1]) is not None:
+            return True
+        return self._maybe_pattern(text, lowered)
 
     def _maybe_pattern(self, text: bytes, lowered: bytes) -> bool:
         gates = self._gates
@@ -194,9 +187,29 @@ class DeepRedactor:
 
     # -- the record ---------------------------------------------------------------------------
 
-    def redact(self, record: Exchange) -> bool:
+    def redact(self, record: Exchange, *, credentials: bool = True) -> bool:
+        """Redact in place; True when anything changed.
+
+        ``credentials=False`` skips the header and query-parameter rules, for a caller that ran
+        them already (the recorder, on the pairs it captured).
+        """
         found: list[Redaction] = []
         request, response = record["request"], record["response"]
+        if credentials:
+            self._credentials(request, response, found)
+        query = request["query"]
+        if query:
+            if credentials:
+                query = self.source.query(query, "request", found, stage=self.stage)
+            request["query"] = self._text(query, "request.query", found)
+        self._body(request["body"], "request.body", found)
+        self._body(response["body"], "response.body", found)
+        if not found:
+            return False
+        record["redactions"] = [*record["redactions"], *found]
+        return True
+
+    def _credentials(self, request: Any, response: Any, found: list[Redaction]) -> None:
         sensitive = self.source.sensitive
         for where, part in (("request", request), ("response", response)):
             headers: Any = part["headers"]
@@ -208,19 +221,8 @@ class DeepRedactor:
             if redacted is not pairs:
                 as_dicts = bool(headers) and isinstance(headers[0], dict)
                 part["headers"] = (
-                    [{"name": n, "value": v} for n, v in redacted] if as_dicts else list(redacted)  # type: ignore[arg-type]
+                    [{"name": n, "value": v} for n, v in redacted] if as_dicts else list(redacted)
                 )
-        query = request["query"]
-        if query:
-            query = self.source.query(query, "request", found, stage=self.stage)
-            query = self._text(query, "request.query", found)
-            request["query"] = query
-        self._body(request["body"], "request.body", found)
-        self._body(response["body"], "response.body", found)
-        if not found:
-            return False
-        record["redactions"] = [*record["redactions"], *found]
-        return True
 
     # -- bodies -------------------------------------------------------------------------------
 
@@ -244,10 +246,11 @@ class DeepRedactor:
                 return
         else:
             text = data
-        if not self._maybe(text):
+        is_json = _JSON_MEDIA.match(media) is not None or text[:1] in (b"{", b"[")
+        if not self._maybe(text, is_json):
             return
         before = len(found)
-        if _JSON_MEDIA.match(media) or text[:1] in (b"{", b"["):
+        if is_json:
             cleaned = self._json(text, body["state"] == "COMPLETE", where, found)
             if cleaned is None:
                 self._withhold(body, where, "json-nested", found)

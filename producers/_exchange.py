@@ -210,5 +210,5 @@ class PendingExchange:
             "tags": recorder.config.tags,
         }
         if recorder.deep is not None:
-            recorder.deep.redact(record)  # type: ignore[arg-type]
+            recorder.deep.redact(record, credentials=False)  # type: ignore[arg-type]
         return record

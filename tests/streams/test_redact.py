@@ -147,14 +147,28 @@ def test_binary_bodies_are_not_searched() -> None:
     assert REDACTOR.redact(record) is False
 
 
-def test_every_listed_key_is_found_in_short_and_long_bodies() -> None:
-    """Each listed key (and a suffixed, dashed spelling of it) is redacted whether the body is a
-    few bytes or several KiB long: the key search takes a different path by length."""
+def test_every_listed_key_is_found_however_spelled_and_spaced() -> None:
+    """Each listed key, and suffixed, dashed, dotted or upper-case spellings of it, is redacted
+    with any whitespace around the colon, in a few bytes of JSON or several KiB of it."""
     from trafficreel.producers._deep import DEFAULT_JSON_KEYS
 
     filler = '"filler": "' + "lorem ipsum dolor sit amet " * 60 + '", '
-    for key in (*DEFAULT_JSON_KEYS, "db_password", "Github-Token", "X.Api.Key"):
+    spellings = (*DEFAULT_JSON_KEYS, "db_password", "Github-Token", "X.Api.Key", "PASS_WORD", "Api-Secret")
+    for key in spellings:
         for padding in ("", filler):
-            record = _with_body(exchange(), "request", f'{{{padding}"{key}": "planted-value"}}'.encode())
-            assert REDACTOR.redact(record) is True, (key, len(padding))
-            assert b"planted-value" not in (record["request"]["body"]["data"] or b""), key
+            for colon in (":", " : ", "\n:\t"):
+                body = f'{{{padding}"{key}"{colon}"planted-value"}}'.encode()
+                record = _with_body(exchange(), "request", body)
+                assert REDACTOR.redact(record) is True, (key, len(padding), colon)
+                assert b"planted-value" not in (record["request"]["body"]["data"] or b""), key
+
+
+def test_custom_keys_are_found_even_when_they_contain_another() -> None:
+    """A configured key holding another one inside it (not at its end) is still found."""
+    redactor = StreamRedactor(json_keys=["token", "tokenid", "pin"])
+    for key in ("tokenId", "pin", "user_token"):
+        record = _with_body(exchange(), "request", f'{{"{key}": "planted-value", "n": 1}}'.encode())
+        assert redactor.redact(record) is True, key
+        assert b"planted-value" not in (record["request"]["body"]["data"] or b""), key
+    clean = _with_body(exchange(), "request", b'{"token_type": "bearer-less", "pinned": true}')
+    assert redactor.redact(clean) is False
