@@ -111,11 +111,12 @@ def _always(text: bytes, lowered: bytes) -> bool:
     return True
 
 
-# Cheap substring checks in front of the default patterns (a regex scan costs far more).
+# Cheap substring checks in front of the default patterns (a regex scan costs far more). A
+# single byte is found by memchr, several times faster than a word: rare ones go first.
 _GATES: dict[str, Callable[[bytes, bytes], bool]] = {
     "bearer": lambda text, lowered: b"bearer" in lowered,
-    "jwt": lambda text, lowered: b"eyJ" in text,
-    "email": lambda text, lowered: b"@" in text or b"%40" in text,
+    "jwt": lambda text, lowered: b"J" in text and b"eyJ" in text,
+    "email": lambda text, lowered: b"@" in text or (b"%" in text and b"%40" in text),
     "card": lambda text, lowered: _DIGIT_RUN in text.translate(_DIGITS, b" -"),
 }
 
@@ -198,28 +199,48 @@ class DeepRedactor:
         if credentials:
             self._credentials(request, response, found)
         query = request["query"]
-        if query:
-            if credentials:
-                query = self.source.query(query, "request", found, stage=self.stage)
-            request["query"] = self._text(query, "request.query", found)
-        self._body(request["body"], "request.body", found)
-        self._body(response["body"], "response.body", found)
+        if query and credentials:
+            query = request["query"] = self.source.query(query, "request", found, stage=self.stage)
+        if not self._clean(query, request["body"], response["body"]):
+            if query:
+                request["query"] = self._text(query, "request.query", found)
+            self._body(request["body"], "request.body", found)
+            self._body(response["body"], "response.body", found)
         if not found:
             return False
         record["redactions"] = [*record["redactions"], *found]
         return True
+
+    def _clean(self, query: bytes, *bodies: Body) -> bool:
+        """True when neither the query nor a kept body can hold anything to redact.
+
+        One pass of the gates over all of them together (most records are clean, and per part
+        the calls cost more than the scans); a compressed body is only looked at part by part.
+        """
+        texts = [query]
+        for body in bodies:
+            data = body["data"]
+            if data:
+                if (body["content_encoding"] or "identity").lower() != "identity":
+                    return False
+                texts.append(data)
+        return not self._maybe(b"\n".join(texts), True)
 
     def _credentials(self, request: Any, response: Any, found: list[Redaction]) -> None:
         sensitive = self.source.sensitive
         for where, part in (("request", request), ("response", response)):
             headers: Any = part["headers"]
             # Decoded records hold headers as dicts; records the recorder builds, as (name, value) pairs.
-            pairs = [(h["name"], h["value"]) if isinstance(h, dict) else (h[0], h[1]) for h in headers]
-            if not any(sensitive(name) for name, _ in pairs):
+            as_dicts = bool(headers) and isinstance(headers[0], dict)
+            names = [h["name"] for h in headers] if as_dicts else [h[0] for h in headers]
+            if not any(map(sensitive, names)):
                 continue
+            if as_dicts:
+                pairs = [(h["name"], h["value"]) for h in headers]
+            else:
+                pairs = [(h[0], h[1]) for h in headers]
             redacted = self.source.headers(pairs, where, found, stage=self.stage)
             if redacted is not pairs:
-                as_dicts = bool(headers) and isinstance(headers[0], dict)
                 part["headers"] = (
                     [{"name": n, "value": v} for n, v in redacted] if as_dicts else list(redacted)
                 )

@@ -172,3 +172,28 @@ def test_custom_keys_are_found_even_when_they_contain_another() -> None:
         assert b"planted-value" not in (record["request"]["body"]["data"] or b""), key
     clean = _with_body(exchange(), "request", b'{"token_type": "bearer-less", "pinned": true}')
     assert redactor.redact(clean) is False
+
+
+def test_a_secret_in_any_one_part_is_found_and_only_that_part_changes() -> None:
+    """Query and bodies are checked together first; a hit in one part redacts that part alone."""
+    clean_body = b'{"user": "bob", "n": 1}'
+    cases = {
+        "request.query": (b"page=2&contact=bob%40example.com", clean_body, clean_body),
+        "request.body": (b"page=2", b'{"password": "planted-value"}', clean_body),
+        "response.body": (b"page=2", clean_body, b"card 4111 1111 1111 1111 on file"),
+    }
+    for where, (query, request_body, response_body) in cases.items():
+        record = _with_body(exchange(), "request", request_body)
+        _with_body(record, "response", response_body, content_type="text/plain")
+        record["request"]["query"] = query
+        assert REDACTOR.redact(record) is True, where
+        assert {r["location"].split(":")[0] for r in record["redactions"]} == {where}
+        untouched = {"request.query": query, "request.body": request_body, "response.body": response_body}
+        current = {
+            "request.query": record["request"]["query"],
+            "request.body": record["request"]["body"]["data"],
+            "response.body": record["response"]["body"]["data"],
+        }
+        assert {k: v for k, v in current.items() if k != where} == {
+            k: v for k, v in untouched.items() if k != where
+        }
