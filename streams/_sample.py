@@ -10,6 +10,9 @@
    ``k`` passes with ``k`` doubling each time the count doubles, and weighs ``k`` times more. Hot
    routes cannot drown rare ones, and ``sum(sample_weight)`` in SQL still estimates the real count.
    The counts live in a ``CapStore`` (a faust table in the worker, so they survive restarts).
+   Each key counts its last few windows apart: records of neighbouring windows interleave (at
+   window boundaries, and when a backlog drains), and one from an earlier window must not restart
+   the count of a later one. A record older than every counted window is counted alone.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from trafficreel.schemas import Exchange
 __all__ = ["CapStore", "Decision", "Sampler", "SamplingPolicy", "head_hash"]
 
 
+_WINDOWS_COUNTED = 4  # per key, the most recent windows seen
+
+
 class CapStore(Protocol):
-    """Where cap counts live: ``store[key] -> [window, count]``; a dict or a faust table."""
+    """Where cap counts live: ``store[key] -> [window, count, window, count, …]`` (newest first);
+    a dict or a faust table."""
 
     def get(self, key: str, /) -> list[int] | None: ...
     def __setitem__(self, key: str, value: list[int], /) -> None: ...
@@ -91,9 +98,10 @@ class Sampler:
             return Decision(True, weight, "sampled")
         window = record["start_time"] // (policy.window_seconds * 1_000_000)
         key = f"{scope}\x1f{record['source']['service']}\x1f{traffic_class}\x1f{route}"
-        found = self.store.get(key)
-        count = found[1] + 1 if found is not None and found[0] == window else 1
-        self.store[key] = [window, count]
+        counts = dict(_pairs(self.store.get(key)))
+        count = counts[window] = counts.get(window, 0) + 1
+        newest = sorted(counts.items(), reverse=True)[:_WINDOWS_COUNTED]
+        self.store[key] = [n for pair in newest for n in pair]
         if count <= policy.cap:
             return Decision(True, weight, "sampled")
         # Over the cap: keep 1 in k, k the power of two at or above count / cap.
@@ -101,6 +109,11 @@ class Sampler:
         if count % k:
             return Decision(False, 0.0, "cap")
         return Decision(True, weight * k, "sampled")
+
+
+def _pairs(stored: list[int] | None) -> zip[tuple[int, int]]:
+    flat = stored or []
+    return zip(flat[::2], flat[1::2], strict=True)
 
 
 def _is_error(record: Exchange) -> bool:

@@ -74,3 +74,15 @@ def test_a_new_window_starts_afresh() -> None:
     assert [d.keep for d in first[:2]] == [True, True]
     later = _traced(5000, "e" * 32)  # sample seeds are 1 ms apart: 5 s later
     assert sampler.decide(later, "business", "/r").weight == 1.0
+
+
+def test_interleaved_windows_keep_their_own_counts() -> None:
+    """Records of two neighbouring windows arriving interleaved (a window boundary, a draining
+    backlog) are capped per window: an older record does not restart the newer window's count."""
+    sampler = Sampler(SamplingPolicy(cap=10, window_seconds=1, slow_ms=None))
+    kept = 0
+    for i in range(1000):
+        seed = i % 2 * 1000 + i // 2 % 1000  # alternately second 0 and second 1 (seeds are 1 ms apart)
+        kept += sampler.decide(_traced(seed, f"{i:032x}"), "business", "/r").keep
+    # 500 records per window, cap 10: 10 at full weight, then 1 in 2, 4, … 64 -> about 2 x 40.
+    assert kept < 100
