@@ -26,7 +26,7 @@ from trafficreel.schemas import Body, Exchange, Redaction
 
 from ._redact import MARKER, Redactor
 
-__all__ = ["DEFAULT_JSON_KEYS", "DEFAULT_PATTERNS", "DeepRedactor"]
+__all__ = ["DEFAULT_JSON_KEYS", "DEFAULT_KEY_SUFFIXES", "DEFAULT_PATTERNS", "DeepRedactor"]
 
 DEFAULT_JSON_KEYS = (
     "password",
@@ -52,7 +52,7 @@ DEFAULT_JSON_KEYS = (
     "otp",
 )
 # A key also counts when it ends with one of these (db_password, github_token, aws_secret …).
-_KEY_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "privatekey")
+DEFAULT_KEY_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "privatekey")
 
 DEFAULT_PATTERNS: dict[str, str] = {
     "bearer": r"\b(?i:bearer)\s+(?!REDACTED\b)[A-Za-z0-9\-._~+/]{8,}=*",
@@ -68,6 +68,16 @@ _JSON_MEDIA = re.compile(r"^application/(.*\+)?json$|^application/x-ndjson$")
 _JSON_KEY_VALUE = re.compile(
     rb'"((?:[^"\\]|\\.){1,128})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*|true|false|null|[\[{])'
 )
+_JSON_START = re.compile(rb"\s*[\[{]")
+# The end of a body cut short: what may be the start of a secret there (group 3 is replaced).
+_CUT_TAIL = 256
+_CUT_SECRETS = {
+    "json-key": re.compile(rb'"((?:[^"\\]|\\.){1,128})"(\s*:\s*")((?:[^"\\]|\\.)*\\?)\Z'),
+    "bearer": re.compile(rb"(?i)\b(bearer)(\s+)([A-Za-z0-9\-._~+/]+=*)\Z"),
+    "jwt": re.compile(rb"()()(\beyJ[A-Za-z0-9_.-]*)\Z"),
+    "card": re.compile(rb"()()((?<![0-9A-Za-z_-])\d(?:[ -]?\d){5,}[ -]?)\Z"),
+    "email": re.compile(rb"()()((?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]*)\Z"),
+}
 _INFLATE_LIMIT = 8 << 20  # what a decompressed kept body may grow to before it is withheld
 
 
@@ -155,6 +165,7 @@ class DeepRedactor:
         *,
         stage: str = "source",
         json_keys: Iterable[str] = DEFAULT_JSON_KEYS,
+        key_suffixes: Iterable[str] = DEFAULT_KEY_SUFFIXES,
         patterns: Mapping[str, str] | None = None,
         headers: Iterable[str] = (),
         query: Iterable[str] = (),
@@ -162,7 +173,9 @@ class DeepRedactor:
         self.stage = stage
         self.source = Redactor(headers, query)
         self._keys = frozenset(_normal_key(k.encode()) for k in json_keys)
-        compiled = {name: re.compile(p.encode()) for name, p in (patterns or DEFAULT_PATTERNS).items()}
+        self._suffixes = tuple(_normal_key(k.encode()) for k in key_suffixes)
+        patterns = DEFAULT_PATTERNS if patterns is None else patterns
+        compiled = {name: re.compile(p.encode()) for name, p in patterns.items()}
         self._patterns = compiled
         # Most bodies are clean: cheap gates decide whether the real searches run at all.
         # A listed key, or a key ending in a listed suffix, ends in one of these words once
@@ -170,15 +183,16 @@ class DeepRedactor:
         # other are kept ("token" covers "access_token"). Searched in the reversed text, the regex
         # starts at the literal ':' after a key (a C-speed scan) rather than trying every word at
         # every letter: about 4 instead of 15 µs for 1 KiB of JSON.
-        words = {_squeeze(name.lower().encode()) for name in (*json_keys, *_KEY_SUFFIXES)}
+        words = {_squeeze(name.lower().encode()) for name in (*json_keys, *self._suffixes)}
         ends = sorted(w for w in words if not any(o != w and w.endswith(o) for o in words))
-        self._key_end = re.compile(rb':\s*"(?:' + b"|".join(re.escape(w[::-1]) for w in ends) + rb")").search
+        alternatives = b"|".join(re.escape(w[::-1]) for w in ends)
+        self._key_end = re.compile(rb':\s*"(?:' + alternatives + rb")").search if ends else None
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
     def _maybe(self, text: bytes, is_json: bool) -> bool:
         """Whether a listed key (in JSON) or any pattern may occur in ``text``."""
         lowered = text.lower()
-        if is_json and self._key_end(_squeeze(lowered)[::-1]) is not None:
+        if is_json and self._key_end is not None and self._key_end(_squeeze(lowered)[::-1]) is not None:
             return True
         return self._maybe_pattern(text, lowered)
 
@@ -215,13 +229,15 @@ class DeepRedactor:
         """True when neither the query nor a kept body can hold anything to redact.
 
         One pass of the gates over all of them together (most records are clean, and per part
-        the calls cost more than the scans); a compressed body is only looked at part by part.
+        the calls cost more than the scans); a compressed body, or one cut short (which may end
+        inside a secret), is only looked at part by part.
         """
         texts = [query]
         for body in bodies:
             data = body["data"]
             if data:
-                if (body["content_encoding"] or "identity").lower() != "identity":
+                encoding = (body["content_encoding"] or "identity").lower()
+                if body["state"] != "COMPLETE" or encoding != "identity":
                     return False
                 texts.append(data)
         return not self._maybe(b"\n".join(texts), True)
@@ -267,17 +283,19 @@ class DeepRedactor:
                 return
         else:
             text = data
-        is_json = _JSON_MEDIA.match(media) is not None or text[:1] in (b"{", b"[")
-        if not self._maybe(text, is_json):
-            return
+        is_json = _JSON_MEDIA.match(media) is not None or _JSON_START.match(text) is not None
+        complete = body["state"] == "COMPLETE"
         before = len(found)
-        if is_json:
-            cleaned = self._json(text, body["state"] == "COMPLETE", where, found)
-            if cleaned is None:
-                self._withhold(body, where, "json-nested", found)
-                return
-            text = cleaned
-        text = self._text(text, where, found)
+        if self._maybe(text, is_json):
+            if is_json:
+                cleaned = self._json(text, complete, where, found)
+                if cleaned is None:
+                    self._withhold(body, where, "json-nested", found)
+                    return
+                text = cleaned
+            text = self._text(text, where, found)
+        if not complete:
+            text = self._cut(text, where, found)
         if len(found) == before:
             return
         data = codec[1](text) if codec is not None else text
@@ -288,6 +306,28 @@ class DeepRedactor:
         else:
             body["sha256"] = None
 
+    def _cut(self, text: bytes, where: str, found: list[Redaction]) -> bytes:
+        """A body cut short (kept up to the limit, or aborted) may end inside a secret, too short
+        or unclosed for the rules above: the start of a listed key's string value, of a bearer
+        token, a JWT, a card number or an e-mail address at the very end is replaced."""
+        head, tail = text[:-_CUT_TAIL], text[-_CUT_TAIL:]
+        for rule, pattern in _CUT_SECRETS.items():
+            if rule != "json-key" and rule not in self._patterns:
+                continue  # a default pattern the rules replaced
+            match = pattern.search(tail)
+            if match is None or match.group(3) == MARKER:
+                continue
+            if rule == "json-key":
+                key = match.group(1).decode("latin-1")
+                if not self._sensitive_key(key):
+                    continue
+                location = f"{where}:json:{key}"
+            else:
+                location = where
+            tail = tail[: match.start(3)] + MARKER
+            found.append({"location": location, "rule": rule, "stage": self.stage})
+        return head + tail
+
     def _withhold(self, body: Body, where: str, rule: str, found: list[Redaction]) -> None:
         body["data"] = None
         body["sha256"] = None if body["state"] != "COMPLETE" else body["sha256"]
@@ -296,7 +336,7 @@ class DeepRedactor:
 
     def _sensitive_key(self, key: str) -> bool:
         normal = key.lower().replace("-", "").replace("_", "").replace(".", "")
-        return normal in self._keys or normal.endswith(_KEY_SUFFIXES)
+        return normal in self._keys or normal.endswith(self._suffixes)
 
     def _json(self, text: bytes, complete: bool, where: str, found: list[Redaction]) -> bytes | None:
         """Listed keys' values replaced; None when a listed key holds an object or array that

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from trafficreel.errors import ConfigError
 
 from ._classify import Rule
-from ._redact import DEFAULT_JSON_KEYS, DEFAULT_PATTERNS
+from ._redact import DEFAULT_JSON_KEYS, DEFAULT_KEY_SUFFIXES, DEFAULT_PATTERNS
 from ._sample import SamplingPolicy
 
 __all__ = ["RuleSpec", "StreamRules", "load_rules"]
@@ -90,6 +90,9 @@ class RedactSpec(_Model):
 
     def all_json_keys(self) -> tuple[str, ...]:
         return tuple(self.json_keys) if self.replace_defaults else (*DEFAULT_JSON_KEYS, *self.json_keys)
+
+    def all_key_suffixes(self) -> tuple[str, ...]:
+        return () if self.replace_defaults else DEFAULT_KEY_SUFFIXES
 
     def all_patterns(self) -> dict[str, str]:
         return dict(self.patterns) if self.replace_defaults else {**DEFAULT_PATTERNS, **self.patterns}

@@ -85,6 +85,7 @@ class Processor:
         self.routes = RouteNormaliser(rules.routes)
         self.redactor = StreamRedactor(
             json_keys=rules.redact.all_json_keys(),
+            key_suffixes=rules.redact.all_key_suffixes(),
             patterns=rules.redact.all_patterns(),
             headers=rules.redact.headers,
             query=rules.redact.query,

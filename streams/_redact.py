@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from trafficreel.producers._deep import DEFAULT_JSON_KEYS, DEFAULT_PATTERNS, DeepRedactor
+from trafficreel.producers._deep import (
+    DEFAULT_JSON_KEYS,
+    DEFAULT_KEY_SUFFIXES,
+    DEFAULT_PATTERNS,
+    DeepRedactor,
+)
 
-__all__ = ["DEFAULT_JSON_KEYS", "DEFAULT_PATTERNS", "StreamRedactor"]
+__all__ = ["DEFAULT_JSON_KEYS", "DEFAULT_KEY_SUFFIXES", "DEFAULT_PATTERNS", "StreamRedactor"]
 
 
 class StreamRedactor(DeepRedactor):
@@ -21,8 +26,16 @@ class StreamRedactor(DeepRedactor):
         self,
         *,
         json_keys: Iterable[str] = DEFAULT_JSON_KEYS,
+        key_suffixes: Iterable[str] = DEFAULT_KEY_SUFFIXES,
         patterns: Mapping[str, str] | None = None,
         headers: Iterable[str] = (),
         query: Iterable[str] = (),
     ) -> None:
-        super().__init__(stage="stream", json_keys=json_keys, patterns=patterns, headers=headers, query=query)
+        super().__init__(
+            stage="stream",
+            json_keys=json_keys,
+            key_suffixes=key_suffixes,
+            patterns=patterns,
+            headers=headers,
+            query=query,
+        )

@@ -197,3 +197,51 @@ def test_a_secret_in_any_one_part_is_found_and_only_that_part_changes() -> None:
         assert {k: v for k, v in current.items() if k != where} == {
             k: v for k, v in untouched.items() if k != where
         }
+
+
+def test_a_body_cut_inside_a_secret_loses_the_start_of_it() -> None:
+    """A truncated (or aborted) body can end inside a secret, too short or unclosed for the full
+    rules: what may be its start is replaced, the rest of the body kept."""
+    cut = {
+        b'{"user": "bob", "password": "hunter2-supersec': b"hunter2",
+        b'{"items": [1, 2], "note": "x", "Authorization": "Bearer abc': b"Bearer abc",
+        b'{"note": "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIi': b"eyJhbGci",
+        b'{"note": "pay with 4111 1111 1111': b"4111 1111",
+        b'{"note": "write to bob.smith@exam': b"bob.smith@",
+    }
+    for state in ("TRUNCATED", "ABORTED"):
+        for body, secret in cut.items():
+            record = _with_body(exchange(), "request", body, state=state)
+            assert REDACTOR.redact(record) is True, body
+            data = record["request"]["body"]["data"] or b""
+            assert secret not in data and data.endswith(b"REDACTED"), (state, data)
+            assert data[:8] == body[:8]
+            assert record["request"]["body"]["sha256"] is None
+    innocent = b'{"user": "bob", "note": "lorem ips'
+    record = _with_body(exchange(), "request", innocent, state="TRUNCATED")
+    assert REDACTOR.redact(record) is False
+    assert record["request"]["body"]["data"] == innocent
+
+
+def test_json_after_leading_whitespace_is_read_as_json() -> None:
+    """A text body holding JSON after blank lines is searched for listed keys like any JSON."""
+    record = _with_body(
+        exchange(), "request", b'\n  {"password": "planted-value"}', content_type="text/plain"
+    )
+    assert REDACTOR.redact(record) is True
+    assert b"planted-value" not in (record["request"]["body"]["data"] or b"")
+
+
+def test_replacing_the_defaults_leaves_only_the_given_keys_and_patterns() -> None:
+    """``replace_defaults: true`` drops the default keys, key suffixes and patterns alike."""
+    from trafficreel.streams import Processor, StreamRules
+
+    rules = StreamRules.model_validate({"redact": {"json_keys": ["pin"], "replace_defaults": True}})
+    topics = {c: f"t.{c}" for c in ("business", "k8s-api", "probe", "scrape")}
+    redactor = Processor(rules, topics).redactor
+    body = b'{"pin": "1234", "password": "kept", "db_token": "kept too", "mail": "bob@example.com"}'
+    record = _with_body(exchange(), "request", body)
+    assert redactor.redact(record) is True
+    data = record["request"]["body"]["data"] or b""
+    assert b'"pin":"REDACTED"' in data.replace(b" ", b"")
+    assert b"kept" in data and b"kept too" in data and b"bob@example.com" in data
