@@ -37,8 +37,15 @@ K8S_API_PATH = (
     r"|replicationcontrollers|podtemplates|bindings)(/|$)"
     r"|^/apis/[a-z0-9.-]+/v[0-9][a-z0-9]*(/|$)|^/openapi/v[23](/|$)"
 )
-# The Python client's default user agent is "OpenAPI-Generator/<version>/python".
-K8S_CLIENT_AGENTS = ("openapi-generator/*/python", "kubectl/*", "*client-go/*", "kubernetes-python-client*")
+# The Python client's default user agent is "OpenAPI-Generator/<version>/python"; client-go's (and
+# so kubectl's and every Go controller's) is "<program>/<version> (<os>/<arch>) kubernetes/<commit>".
+K8S_CLIENT_AGENTS = (
+    "openapi-generator/*/python",
+    "kubectl/*",
+    "*client-go/*",
+    "* (*/*) kubernetes/*",
+    "kubernetes-python-client*",
+)
 
 
 def glob_to_regex(pattern: str) -> str:

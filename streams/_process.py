@@ -97,6 +97,16 @@ class Processor:
                 f"no output topic for class(es) {missing}; map each class to a topic (or null to "
                 "drop it) under 'outputs:' in the rules file"
             )
+        # A misspelt class would otherwise be ignored without a word ("probes: null" drops nothing).
+        known = sorted(self.classifier.classes)
+        named_classes = {"outputs": rules.outputs, "sampling.class_rates": rules.sampling.class_rates}
+        for section, named in named_classes.items():
+            unknown = sorted(set(named) - self.classifier.classes)
+            if unknown:
+                raise ValueError(
+                    f"{section} in the rules file names class(es) {unknown} that no rule assigns; "
+                    f"the classes are {known}"
+                )
         self.topics = dict(topics)
         self.serializer = serializer or Serializer()
         self.deserializer = deserializer or Deserializer()

@@ -133,6 +133,13 @@ class StreamWorker:
         self.dlq_topic = settings.topic("dlq")
         outputs: dict[str, str | None] = {cls: settings.topic(short) for cls, short in CLASS_TOPICS.items()}
         outputs.update({cls: settings.topic(t) if t else None for cls, t in self.rules.outputs.items()})
+        for cls, topic in outputs.items():
+            if topic in (self.input_topic, self.dlq_topic):
+                raise ValueError(
+                    f"class {cls!r} would be written to {topic}, the worker's own "
+                    f"{'input' if topic == self.input_topic else 'dead-letter'} topic; choose another topic "
+                    "under 'outputs:' in the rules file"
+                )
         self.outputs = outputs
         self.raw = self.app.topic(
             self.input_topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"

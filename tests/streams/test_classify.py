@@ -40,6 +40,16 @@ CLASSIFIER = Classifier()
             ),
             ("k8s-api", "k8s-api-client"),
         ),
+        # client-go's default user agent (kubectl, Go controllers, through a proxy).
+        (
+            exchange(
+                direction="OUTBOUND",
+                host="k8s-proxy.infra:8001",
+                path=b"/x",
+                headers={"user-agent": "kube-controller-manager/v1.31.2 (linux/amd64) kubernetes/5864a46"},
+            ),
+            ("k8s-api", "k8s-api-client"),
+        ),
         (
             exchange(
                 direction="OUTBOUND", host="proxy", path=b"/apis/apps/v1/namespaces/a/deployments", headers={}

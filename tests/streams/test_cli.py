@@ -34,6 +34,24 @@ def test_check_reports_a_class_without_output(tmp_path: Path) -> None:
     assert "outputs:" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("rules_text", "said"),
+    [
+        ("outputs: {business: raw}\n", "own input topic"),
+        ("outputs: {scrape: dlq}\n", "own dead-letter topic"),
+        ("outputs: {probes: null}\n", "['probes']"),
+        ("sampling: {class_rates: {prob: 0.1}}\n", "['prob']"),
+    ],
+)
+def test_check_rejects_outputs_that_loop_or_name_no_class(tmp_path: Path, rules_text: str, said: str) -> None:
+    """An output into the worker's own input or DLQ, or a misspelt class, is refused, not ignored."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
+    result = CliRunner().invoke(app, ["stream", "--check", "--rules", str(rules)])
+    assert result.exit_code == 1, result.output
+    assert said in result.output and "Traceback" not in result.output
+
+
 def test_faust_credentials_follow_the_librdkafka_properties() -> None:
     """SASL settings given for the other clients configure the worker's consumer too."""
     assert faust_credentials({}) is None
