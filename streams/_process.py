@@ -99,7 +99,10 @@ class Processor:
             )
         # A misspelt class would otherwise be ignored without a word ("probes: null" drops nothing).
         known = sorted(self.classifier.classes)
-        named_classes = {"outputs": rules.outputs, "sampling.class_rates": rules.sampling.class_rates}
+        named_classes: dict[str, Mapping[str, object]] = {
+            "outputs": rules.outputs,
+            "sampling.class_rates": rules.sampling.class_rates,
+        }
         for section, named in named_classes.items():
             unknown = sorted(set(named) - self.classifier.classes)
             if unknown:
