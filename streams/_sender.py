@@ -6,21 +6,43 @@ for kept records, the dead-letter topic for records that cannot be processed. ``
 waits until the broker acknowledged every one of them; only after that may the input offsets be
 committed, so a crash anywhere re-reads the batch rather than lose it. A re-read batch yields the
 same record ids, which the sink absorbs.
+
+A record the broker refuses for what it is (too large, invalid) would be refused again after any
+restart: it goes to the dead-letter topic instead (reason ``output-refused``, the original bytes),
+and the batch goes on. If the dead-letter topic refuses its bytes too, the dead letter is sent
+without them (its headers still say where the record is). Anything else the broker does not take
+(unreachable, timed out, not authorised) fails the batch, uncommitted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ._process import DeadLetter, Processed, Processor, dead_letter_headers
 
 __all__ = ["BatchSender", "BatchTally", "DeliveryError", "Message"]
+
+
+# Refusals of the record itself, not of the topic or the connection: sending it again cannot help.
+_REFUSED = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+_VALUE_DROPPED = "trafficreel-dlq-value"
 
 
 class DeliveryError(Exception):
@@ -70,6 +92,8 @@ class BatchSender:
         self._config = config
         self._made: Producer | None = None
         self._failed: list[str] = []
+        # (original message, the output's (class, reason) or None for a dead letter, refusal)
+        self._refused: list[tuple[Message, tuple[str, str] | None, str]] = []
 
     @property
     def _producer(self) -> Producer:
@@ -78,9 +102,15 @@ class BatchSender:
             self._made = Producer(self._config)
         return self._made
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._failed.append(f"{msg.topic()}: {err}")
+    def _on_delivery(
+        self, message: Message, counted: tuple[str, str] | None, topic: str, err: Any, msg: Any
+    ) -> None:
+        if err is None:
+            return
+        if err.code() in _REFUSED and not (counted is None and message.value is None):
+            self._refused.append((message, counted, f"{topic}: {err.str()}"))
+        else:
+            self._failed.append(f"{topic}: {err}")
 
     def send(self, batch: Iterable[Message]) -> BatchTally:
         """Process and produce a batch (without waiting for the broker)."""
@@ -90,25 +120,28 @@ class BatchSender:
             tally.read += 1
             result = process(message.value, message.topic, message.partition)
             if isinstance(result, Processed):
+                counted = (result.traffic_class, result.reason)
                 if result.topic is None:
-                    tally.dropped[(result.traffic_class, result.reason)] += 1
+                    tally.dropped[counted] += 1
                     continue
                 headers = [*(message.headers or ()), ("trafficreel-class", result.traffic_class.encode())]
-                produce(result.topic, result.value, message.key, headers, message.timestamp_ms, on_delivery)
-                tally.out[(result.traffic_class, result.reason)] += 1
+                report = functools.partial(on_delivery, message, counted, result.topic)
+                produce(result.topic, result.value, message.key, headers, message.timestamp_ms, report)
+                tally.out[counted] += 1
             else:
                 self._dead_letter(message, result)
                 tally.dlq[result.reason] += 1
         self._producer.poll(0)
         return tally
 
-    def _dead_letter(self, message: Message, letter: DeadLetter) -> None:
+    def _dead_letter(self, message: Message, letter: DeadLetter, value_dropped: bool = False) -> None:
         headers = dead_letter_headers(
             message.headers, letter, message.topic, message.partition, message.offset
         )
-        self._produce(
-            self.dlq_topic, message.value, message.key, headers, message.timestamp_ms, self._on_delivery
-        )
+        if value_dropped:
+            headers.append((_VALUE_DROPPED, b"dropped: refused by the dead-letter topic"))
+        report = functools.partial(self._on_delivery, message, None, self.dlq_topic)
+        self._produce(self.dlq_topic, message.value, message.key, headers, message.timestamp_ms, report)
 
     def _produce(
         self,
@@ -128,10 +161,37 @@ class BatchSender:
                 return
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: let deliveries drain it
+            except KafkaException as exc:  # refused before sending (e.g. over message.max.bytes)
+                on_delivery(exc.args[0], None)
+                return
 
-    def delivered(self, timeout: float = 300.0) -> None:
-        """Block until every record sent so far is acknowledged; ``DeliveryError`` if any was refused."""
+    def delivered(self, timeout: float = 300.0, tally: BatchTally | None = None) -> None:
+        """Block until every record sent so far is acknowledged or dead-lettered.
+
+        ``DeliveryError`` if any was not taken for another reason than what it is. Outputs moved to
+        the dead-letter topic are counted in ``tally`` (out of ``out``, into ``dlq``).
+        """
         deadline = time.monotonic() + timeout
+        while True:
+            self._flush(deadline, timeout)
+            if self._failed:
+                failed, self._failed = self._failed, []
+                self._refused.clear()
+                raise DeliveryError(f"{len(failed)} output records refused, e.g. {failed[0]}")
+            if not self._refused:
+                return
+            refused, self._refused = self._refused, []
+            for message, counted, detail in refused:
+                letter = DeadLetter("output-refused", detail, "produce")
+                if counted is None:  # the dead letter itself was refused: send it without the value
+                    self._dead_letter(dataclasses.replace(message, value=None), letter, value_dropped=True)
+                    continue
+                if tally is not None:
+                    tally.out[counted] -= 1
+                    tally.dlq["output-refused"] += 1
+                self._dead_letter(message, letter)
+
+    def _flush(self, deadline: float, timeout: float) -> None:
         while len(self._producer):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -142,9 +202,6 @@ class BatchSender:
                 self._producer.flush(min(left, 1.0))
             except KafkaException as exc:
                 raise DeliveryError(str(exc)) from exc
-        if self._failed:
-            failed, self._failed = self._failed, []
-            raise DeliveryError(f"{len(failed)} output records refused, e.g. {failed[0]}")
 
     def close(self, timeout: float = 10.0) -> None:
         if self._made is not None:

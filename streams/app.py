@@ -17,6 +17,7 @@ of the cap.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import ssl
@@ -209,7 +210,9 @@ class StreamWorker:
             ]
             tally = self.sender.send(batch)
             self._store.flush()
-            await asyncio.get_running_loop().run_in_executor(None, self.sender.delivered)
+            await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(self.sender.delivered, tally=tally)
+            )
         except asyncio.CancelledError:
             try:
                 self.sender.delivered(timeout=30)
