@@ -94,6 +94,8 @@ class BatchSender:
         self._failed: list[str] = []
         # (original message, the output's (class, reason) or None for a dead letter, refusal)
         self._refused: list[tuple[Message, tuple[str, str] | None, str]] = []
+        # Outputs are written with this worker's schema, whatever the input's writer used.
+        self._schema_header = ("trafficreel-schema", processor.serializer.schema.fingerprint.hex().encode())
 
     @property
     def _producer(self) -> Producer:
@@ -116,6 +118,7 @@ class BatchSender:
         """Process and produce a batch (without waiting for the broker)."""
         tally = BatchTally()
         process, produce, on_delivery = self.processor.process, self._produce, self._on_delivery
+        schema_header = self._schema_header
         for message in batch:
             tally.read += 1
             result = process(message.value, message.topic, message.partition)
@@ -124,7 +127,8 @@ class BatchSender:
                 if result.topic is None:
                     tally.dropped[counted] += 1
                     continue
-                headers = [*(message.headers or ()), ("trafficreel-class", result.traffic_class.encode())]
+                headers = [h for h in message.headers or () if h[0] != "trafficreel-schema"]
+                headers += (schema_header, ("trafficreel-class", result.traffic_class.encode()))
                 report = functools.partial(on_delivery, message, counted, result.topic)
                 produce(result.topic, result.value, message.key, headers, message.timestamp_ms, report)
                 tally.out[counted] += 1

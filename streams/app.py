@@ -30,7 +30,9 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from trafficreel.codec import deserializer, serializer
 from trafficreel.config import Settings, load_settings
+from trafficreel.errors import KafkaError
 from trafficreel.logs import get_logger
+from trafficreel.topics import partition_counts
 
 from ._config import StreamRules, load_rules
 from ._faust_batch import BatchApp, install
@@ -38,13 +40,14 @@ from ._process import Processor
 from ._sender import BatchSender, DeliveryError, Message
 from .metrics import StreamMetrics
 
-__all__ = ["CLASS_TOPICS", "StreamWorker", "build_app", "faust_credentials"]
+__all__ = ["CLASS_TOPICS", "StreamWorker", "build_app", "faust_credentials", "settle_partitions"]
 
 log = get_logger("trafficreel.streams")
 
 # The built-in classes and their topics (short names, prefixed by the settings).
 CLASS_TOPICS = {"business": "business", "k8s-api": "k8s-api", "probe": "probe", "scrape": "scrape"}
 _KEY_SEP = "\x1f"
+CAPS_TABLE = "route-caps"
 
 
 def faust_credentials(kafka_config: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
@@ -148,7 +151,7 @@ class StreamWorker:
         self.caps = self.app.tables.add(
             _PartitionCaps(
                 self.app,
-                name="route-caps",
+                name=CAPS_TABLE,
                 default=None,
                 partitions=settings.partitions,
                 beacon=self.app.tables.beacon,
@@ -237,6 +240,38 @@ class StreamWorker:
                 continue
             if high is not None:
                 self.metrics.lag.labels(self.input_topic, str(partition)).set(max(0, high - offset - 1))
+
+
+def settle_partitions(settings: Settings, timeout: float = 10.0) -> Settings:
+    """The settings with ``partitions`` set to the input topic's, checked against the caps' changelog.
+
+    Cap counts are kept per input partition in a changelog topic of as many partitions, and each
+    partition's share of a cap is the cap divided by their number: both must follow the topic as
+    it is, not ``TRAFFICREEL_PARTITIONS`` (which says how many partitions *new* topics get). A
+    changelog of another size (left from before the input topic grew) cannot hold the counts.
+    """
+    raw = settings.topic("raw")
+    changelog = f"{settings.stream_group}-{CAPS_TABLE}-changelog"
+    try:
+        counts = partition_counts(settings.kafka_client_config(), [raw, changelog], timeout)
+    except KafkaError as exc:
+        log.warning("cannot read the topics' partition counts; going on with the settings", error=str(exc))
+        return settings
+    found = counts.get(raw, settings.partitions)
+    if found != settings.partitions:
+        log.info(
+            "input topic partitions differ from the setting; following the topic",
+            topic=raw,
+            partitions=found,
+            setting=settings.partitions,
+        )
+        settings = settings.model_copy(update={"partitions": found})
+    if counts.get(changelog, found) != found:
+        raise ValueError(
+            f"{raw} has {found} partitions but the cap counts' changelog {changelog} has "
+            f"{counts[changelog]}; delete {changelog} (the route caps then count afresh) and start again"
+        )
+    return settings
 
 
 def _stop_uncommitted(what: str, exc: BaseException) -> None:

@@ -420,10 +420,12 @@ def stream(
         settings = settings.model_copy(update=updates)
     with reported():
         from trafficreel.streams import load_rules
-        from trafficreel.streams.app import StreamWorker
+        from trafficreel.streams.app import StreamWorker, settle_partitions
 
         loaded = load_rules(settings.stream_rules)
         try:
+            if not check:  # checking connects nowhere
+                settings = settle_partitions(settings)
             worker = StreamWorker(settings, loaded)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

@@ -28,6 +28,7 @@ __all__ = [
     "create_topics",
     "describe_topics",
     "high_watermarks",
+    "partition_counts",
     "project_topics",
 ]
 
@@ -141,6 +142,19 @@ def _end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) 
         return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)[1])
     except KafkaException as exc:
         raise KafkaError(f"could not read the offsets of {topic}[{partition}]: {exc.args[0]}") from exc
+
+
+def partition_counts(conf: dict[str, Any], names: list[str], timeout: float = 10.0) -> dict[str, int]:
+    """How many partitions each of these topics has (topics that do not exist are left out)."""
+    try:
+        metadata = _admin(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaError(f"could not reach Kafka at {conf.get('bootstrap.servers')}: {exc.args[0]}") from exc
+    return {
+        name: len(topic.partitions)
+        for name in names
+        if (topic := metadata.topics.get(name)) is not None and topic.error is None
+    }
 
 
 def describe_topics(conf: dict[str, Any], names: list[str], timeout: float = 10.0) -> list[TopicInfo]:

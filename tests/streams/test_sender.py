@@ -28,7 +28,8 @@ def _sender(infra: Any, prefix: str) -> BatchSender:
 def _message(prefix: str, offset: int, body_size: int) -> Message:
     record = sample_exchange(offset, body_size=body_size)
     value = Serializer()(record)
-    return Message(value, record["id"].encode(), [("h", b"v")], f"{prefix}.raw", 0, offset, 1_780_000_000_000)
+    headers = [("h", b"v"), ("trafficreel-schema", b"0123456789abcdef")]  # as an older writer's
+    return Message(value, record["id"].encode(), headers, f"{prefix}.raw", 0, offset, 1_780_000_000_000)
 
 
 def test_a_refused_output_goes_to_the_dlq_and_the_rest_lands(infra: Any) -> None:
@@ -39,7 +40,11 @@ def test_a_refused_output_goes_to_the_dlq_and_the_rest_lands(infra: Any) -> None
     sender.delivered(timeout=30, tally=tally)
     sender.close()
 
-    assert [m.offset for m in read_all(infra.bootstrap, f"{prefix}.business")] == [0, 1]
+    landed = read_all(infra.bootstrap, f"{prefix}.business")
+    assert [m.offset for m in landed] == [0, 1]
+    # Outputs are written with the worker's schema, and their header says so (not the input's).
+    fingerprint = Serializer().schema.fingerprint.hex().encode()
+    assert all(m.headers["trafficreel-schema"] == fingerprint and m.headers["h"] == b"v" for m in landed)
     [letter] = read_all(infra.bootstrap, f"{prefix}.dlq")
     # The original record is over the limit too: the dead letter says where it is, without it.
     assert letter.value is None
