@@ -17,6 +17,7 @@ of the cap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import os
@@ -165,6 +166,7 @@ class StreamWorker:
         self.registry = registry
         self.metrics = StreamMetrics(registry)
         self.ready = False
+        self._lag_partitions: set[int] = set()
         self._store = _BatchStore(self.caps)
         cap = self.rules.sampling.cap
         policy_rules = self.rules
@@ -240,6 +242,13 @@ class StreamWorker:
                 continue
             if high is not None:
                 self.metrics.lag.labels(self.input_topic, str(partition)).set(max(0, high - offset - 1))
+                self._lag_partitions.add(partition)
+        # A partition handed to another worker is that worker's to report: no stale value here.
+        assigned = {tp.partition for tp in consumer.assignment() if tp.topic == self.input_topic}
+        for partition in self._lag_partitions - assigned:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(self.input_topic, str(partition))
+        self._lag_partitions &= assigned
 
 
 def settle_partitions(settings: Settings, timeout: float = 10.0) -> Settings:
