@@ -50,8 +50,10 @@ DEFAULT_JSON_KEYS = (
     "ssn",
     "session_id",
     "otp",
+    "credential",
 )
-# A key also counts when it ends with one of these (db_password, github_token, aws_secret …).
+# A key also counts when it ends with one of these (db_password, github_token, aws_secret …);
+# either way also in the plural (apiKeys, secrets).
 DEFAULT_KEY_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "privatekey")
 
 DEFAULT_PATTERNS: dict[str, str] = {
@@ -178,15 +180,15 @@ class DeepRedactor:
         compiled = {name: re.compile(p.encode()) for name, p in patterns.items()}
         self._patterns = compiled
         # Most bodies are clean: cheap gates decide whether the real searches run at all.
-        # A listed key, or a key ending in a listed suffix, ends in one of these words once
-        # lowercased with separators squeezed out ("API-Key" → "apikey"); only words ending in no
-        # other are kept ("token" covers "access_token"). Searched in the reversed text, the regex
-        # starts at the literal ':' after a key (a C-speed scan) rather than trying every word at
-        # every letter: about 4 instead of 15 µs for 1 KiB of JSON.
+        # A listed key, or a key ending in a listed suffix, ends in one of these words (maybe then
+        # a plural "s") once lowercased with separators squeezed out ("API-Key" → "apikey"); only
+        # words ending in no other are kept ("token" covers "access_token"). Searched in the
+        # reversed text, the regex starts at the literal ':' after a key (a C-speed scan) rather
+        # than trying every word at every letter: about 4 instead of 15 µs for 1 KiB of JSON.
         words = {_squeeze(name.lower().encode()) for name in (*json_keys, *self._suffixes)}
         ends = sorted(w for w in words if not any(o != w and w.endswith(o) for o in words))
         alternatives = b"|".join(re.escape(w[::-1]) for w in ends)
-        self._key_end = re.compile(rb':\s*"(?:' + alternatives + rb")").search if ends else None
+        self._key_end = re.compile(rb':\s*"s?(?:' + alternatives + rb")").search if ends else None
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
 
     def _maybe(self, text: bytes, is_json: bool) -> bool:
@@ -268,9 +270,9 @@ class DeepRedactor:
         if not data:
             return
         media = _media(body["content_type"])
-        if not _TEXT_MEDIA.match(media):
-            return
         encoding = (body["content_encoding"] or "identity").lower()
+        if not _TEXT_MEDIA.match(media) and not (encoding == "identity" and _JSON_START.match(data)):
+            return  # binary, unless it is JSON sent under another type
         codec = _CODECS.get(encoding)
         if encoding != "identity":
             if codec is None:
@@ -335,7 +337,13 @@ class DeepRedactor:
         found.append({"location": where, "rule": f"withheld:{rule}", "stage": self.stage})
 
     def _sensitive_key(self, key: str) -> bool:
+        """A listed key, or one ending in a listed suffix, also in the plural ("apiKeys", "secrets")."""
         normal = key.lower().replace("-", "").replace("_", "").replace(".", "")
+        if normal.endswith("s") and self._listed(normal[:-1]):
+            return True
+        return self._listed(normal)
+
+    def _listed(self, normal: str) -> bool:
         return normal in self._keys or normal.endswith(self._suffixes)
 
     def _json(self, text: bytes, complete: bool, where: str, found: list[Redaction]) -> bytes | None:

@@ -245,3 +245,22 @@ def test_replacing_the_defaults_leaves_only_the_given_keys_and_patterns() -> Non
     data = record["request"]["body"]["data"] or b""
     assert b'"pin":"REDACTED"' in data.replace(b" ", b"")
     assert b"kept" in data and b"kept too" in data and b"bob@example.com" in data
+
+
+def test_plural_keys_and_json_under_another_type_are_redacted() -> None:
+    """Plural keys ("secrets", "apiKeys", "credentials" holding objects) lose their values, and
+    JSON sent as application/octet-stream is searched like JSON."""
+    body = (
+        b'{"secrets": ["s-one", "s-two"], "apiKeys": {"k": "key-one"}, '
+        b'"credentials": {"user": "bob", "pass": "pw-one"}, "tokens": "tok-one", "status": "ok"}'
+    )
+    for content_type in ("application/json", "application/octet-stream"):
+        record = _with_body(exchange(), "request", body, content_type=content_type)
+        assert REDACTOR.redact(record) is True, content_type
+        data = record["request"]["body"]["data"] or b""
+        for secret in (b"s-one", b"s-two", b"key-one", b"pw-one", b"tok-one"):
+            assert secret not in data, (content_type, secret)
+        assert b'"status":"ok"' in data.replace(b" ", b"")
+    image = b"\x89PNG\r\n\x1a\n password=hunter2"
+    record = _with_body(exchange(), "request", image, content_type="image/png")
+    assert REDACTOR.redact(record) is False
