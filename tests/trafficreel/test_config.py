@@ -125,9 +125,13 @@ def test_readme_documents_every_recorder_setting() -> None:
     """Every in-app recorder setting's environment variable is named in the README."""
     from trafficreel.producers import RecorderConfig
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
     missing = [env for env, _, _ in RecorderConfig.describe() if f"`{env}`" not in readme]
     assert missing == []
+    # The settings table of docs/integrations.md says it follows describe(): a row for each.
+    table = (root / "docs" / "integrations.md").read_text()
+    assert [env for env, _, _ in RecorderConfig.describe() if f"| `{env}` |" not in table] == []
 
 
 def test_recorder_settings_are_not_mistaken_for_typos(monkeypatch: pytest.MonkeyPatch) -> None:
