@@ -34,9 +34,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class _Exchange(PendingExchange):
     """One exchange plus the receive/send wrappers that fill it; finished exactly once."""
 
-    __slots__ = ("done", "receive_inner", "recorder", "req_done", "send_inner")
+    __slots__ = ("done", "receive_inner", "recorder", "req_done", "send_inner", "trailers_expected")
     done: bool
     req_done: bool
+    trailers_expected: bool
     receive_inner: Receive
     recorder: Recorder
     send_inner: Send
@@ -57,16 +58,18 @@ class _Exchange(PendingExchange):
         if kind == "http.response.body":
             if self.resp_body is not None:
                 self.resp_body.feed(message.get("body", b""))
-            if not message.get("more_body", False) and not message.get("trailers_expected", False):
+            if not message.get("more_body", False) and not self.trailers_expected:
                 self.end_mono = time.monotonic_ns()
                 self.done = True
         elif kind == "http.response.start":
             self.status = message["status"]
-            self.resp_headers = message.get("headers", ())
+            # A copy: layers outside this one (GZip, CORS …) may edit the list after it passed.
+            self.resp_headers = list(message.get("headers", ()))
+            self.trailers_expected = message.get("trailers", False)
             self.response_started = True
             self.resp_body = BodyCapture(self.recorder.policy.limit)
         elif kind == "http.response.trailers":
-            self.trailers = message.get("headers", ())
+            self.trailers = list(message.get("headers", ()))
             if not message.get("more_trailers", False):
                 self.end_mono = time.monotonic_ns()
                 self.done = True
@@ -93,9 +96,10 @@ class _Exchange(PendingExchange):
             self.end_mono = time.monotonic_ns()
             if self.resp_body is not None:
                 self.resp_body.aborted = True  # the response never completed
-        if self.outcome == "DISCONNECTED" and not self.req_done:
-            # The body never ended: cut short, even if the app then answered (an error page to a
-            # client that is gone).
+        if not self.req_done and (self.outcome == "DISCONNECTED" or self.req_body.size):
+            # The body never ended: cut short by the client, even if the app then answered (an
+            # error page to a client that is gone), or the app stopped reading it. (A body the
+            # app never read at all shows as shorter than its Content-Length.)
             self.req_body.aborted = True
         self.recorder.submit(self)
 
@@ -122,7 +126,7 @@ class TrafficRecorder:
         if self.recorder.exclude and self.recorder.excluded(raw_path):
             await self.app(scope, receive, send)
             return
-        headers = scope["headers"]
+        headers = list(scope["headers"])  # as received: inner layers may edit the scope's list
         start_ns, start_mono = time.time_ns(), time.monotonic_ns()
         exchange = _Exchange(
             "INBOUND",
@@ -141,7 +145,7 @@ class TrafficRecorder:
         exchange.recorder = self.recorder
         exchange.receive_inner = receive
         exchange.send_inner = send
-        exchange.done = exchange.req_done = False
+        exchange.done = exchange.req_done = exchange.trailers_expected = False
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except BaseException as exc:

@@ -141,13 +141,19 @@ class PendingExchange:
 
     @staticmethod
     def _body(
-        recorder: Recorder, capture: BodyCapture | None, index: dict[bytes, bytes], decoded: bool = False
+        recorder: Recorder,
+        capture: BodyCapture | None,
+        index: dict[bytes, bytes],
+        decoded: bool = False,
+        request: bool = False,
     ) -> Body:
         if capture is None:
             return blank_body()
         content_type = index.get(b"content-type")
         length = index.get(b"content-length")
         declared = int(length) if length is not None and length.strip().isdigit() else None
+        if request and declared is not None and capture.size < declared:
+            capture.aborted = True  # the app read less than the client declared: not the whole body
         encoding = None if decoded else _text(index.get(b"content-encoding"))
         return capture.result(recorder.policy.keeps(content_type), _text(content_type), encoding, declared)
 
@@ -187,7 +193,7 @@ class PendingExchange:
                 "query": query,
                 "http_version": self.http_version,
                 "headers": req_headers,
-                "body": self._body(recorder, self.req_body, req_index),
+                "body": self._body(recorder, self.req_body, req_index, request=True),
             },
             "response": {
                 "status": self.status,

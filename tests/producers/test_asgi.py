@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import time
@@ -283,3 +284,117 @@ def test_secrets_inside_bodies_are_redacted_before_the_record_leaves(servers: An
         ("request.body:json:password", "source"),
         ("request.body:json:api_token", "source"),
     }
+
+
+def _run_direct(
+    app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]], raises: bool = False
+) -> Any:
+    """One request straight through the middleware (no server); returns the record."""
+    import asyncio
+
+    recorder = CapturingRecorder()
+    pending = list(messages)
+
+    async def receive() -> Any:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/t",
+        "raw_path": b"/t",
+        "query_string": b"",
+        "headers": headers,
+        "http_version": "1.1",
+    }
+    with pytest.raises(RuntimeError) if raises else contextlib.nullcontext():
+        asyncio.run(TrafficRecorder(app, recorder=recorder)(scope, receive, send))
+    (record,) = recorder.records
+    return record
+
+
+def test_a_body_the_app_did_not_read_to_its_end_is_marked_cut() -> None:
+    """The record never claims a whole request body the app did not read (part, or none of it)."""
+
+    async def reads_one_chunk(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def reads_nothing(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    chunks = [
+        {"type": "http.request", "body": b'{"a": ', "more_body": True},
+        {"type": "http.request", "body": b"1}", "more_body": False},
+    ]
+    part = _run_direct(reads_one_chunk, chunks, [(b"content-type", b"application/json")])
+    assert (part["request"]["body"]["state"], part["request"]["body"]["data"]) == ("ABORTED", b'{"a": ')
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"8")]
+    unread = _run_direct(reads_nothing, chunks, headers)
+    assert (unread["request"]["body"]["state"], unread["request"]["body"]["size"]) == ("ABORTED", 0)
+    assert unread["request"]["body"]["declared_length"] == 8
+    whole = _run_direct(
+        reads_one_chunk, [{"type": "http.request", "body": b"{}", "more_body": False}], headers[:1]
+    )
+    assert whole["request"]["body"]["state"] == "COMPLETE"
+
+
+def test_trailers_announced_but_never_sent_leave_the_response_unfinished() -> None:
+    """``trailers: True`` on the start message: the exchange ends with the trailers, not the body."""
+
+    async def raising(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+        raise RuntimeError("no trailers after all")
+
+    record = _run_direct(raising, [], [], raises=True)
+    assert record["outcome"]["kind"] == "RAISED"
+    assert record["response"]["body"]["state"] == "ABORTED"
+
+
+def test_headers_are_recorded_as_they_passed_this_layer() -> None:
+    """Layers around the recorder (GZip, CORS …) edit header lists in place after they passed;
+    the record keeps them as the app sent them, and the request's as the server gave them."""
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["headers"].append((b"x-added-inside", b"1"))
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"plain text"})
+
+    recorder = CapturingRecorder()
+    recorded = TrafficRecorder(app, recorder=recorder)
+
+    async def outer(scope: Any, receive: Any, send: Any) -> None:
+        async def editing_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"content-encoding", b"gzip"))
+            await send(message)
+
+        await recorded(scope, receive, editing_send)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"host", b"x")],
+    }
+    asyncio.run(outer(scope, receive, send))
+    (record,) = recorder.records
+    assert [h["name"] for h in record["response"]["headers"]] == [b"content-type"]
+    assert [h["name"] for h in record["request"]["headers"]] == [b"host"]
