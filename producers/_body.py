@@ -89,9 +89,10 @@ class BodyCapture:
                 self._held += room
         self._digest.update(chunk)
 
-    def assume(self, size: int) -> None:
-        """The body went out without passing here (a server's sendfile path): its size, no digest."""
-        self.size = size
+    def assume(self, size: int | None) -> None:
+        """The body went out without passing here (a server's sendfile path): its declared size
+        (0 when unknown), no bytes, no digest."""
+        self.size = size or 0
         self._seen = False
 
     @property
@@ -107,6 +108,8 @@ class BodyCapture:
         if self.aborted:
             state = "ABORTED"
             data = b"".join(self._chunks) if keep else None
+        elif not self._seen:
+            state = "NOT_KEPT"  # the server sent it from a file, past this layer: nothing to keep
         elif self.size == 0:
             state = "NONE"  # HEAD and 304 declare a length and send nothing: still no body
         elif not keep:

@@ -102,8 +102,8 @@ class PendingExchange:
         http_version: str,
         req_headers: HeaderList,
         req_body: BodyCapture,
-        client: tuple[str, int] | None = None,
-        server: tuple[str, int] | None = None,
+        client: tuple[str, int | None] | None = None,
+        server: tuple[str, int | None] | None = None,
         host: str | None = None,
     ) -> None:
         self.direction = direction

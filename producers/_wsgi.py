@@ -49,14 +49,26 @@ def environ_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-class _TeeInput:
-    """``wsgi.input`` that copies every byte the app reads into a body capture."""
+def _address(host: str | None, port: str | None) -> tuple[str, int | None] | None:
+    """(host, port) from the environ; servers such as wsgiref give REMOTE_ADDR without REMOTE_PORT."""
+    if not host and not port:
+        return None
+    return host or "", int(port) if port and port.isdigit() else None
 
-    __slots__ = ("_capture", "_inner")
+
+class _TeeInput:
+    """``wsgi.input`` that copies every byte the app reads into a body capture.
+
+    It offers what the server's stream offers and no more: ``readinto`` and ``read1`` only when
+    the stream has them (apps and frameworks probe for them), iteration as the stream iterates.
+    """
+
+    __slots__ = ("_capture", "_inner", "_lines")
 
     def __init__(self, inner: Any, capture: BodyCapture) -> None:
         self._inner = inner
         self._capture = capture
+        self._lines: Iterator[bytes] | None = None
 
     def read(self, *args: Any) -> bytes:
         data: bytes = self._inner.read(*args)
@@ -68,6 +80,29 @@ class _TeeInput:
         self._capture.feed(data)
         return data
 
+    def readlines(self, *args: Any) -> list[bytes]:
+        lines: list[bytes] = self._inner.readlines(*args)
+        for line in lines:
+            self._capture.feed(line)
+        return lines
+
+    def __iter__(self) -> _TeeInput:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._lines is None:
+            self._lines = iter(self._inner)
+        line: bytes = next(self._lines)
+        self._capture.feed(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)  # e.g. close(), or server-specific extras
+
+
+class _ReadInto(_TeeInput):
+    __slots__ = ()
+
     def readinto(self, buffer: Any) -> int | None:
         # Werkzeug (Flask) reads through readinto when the server's stream has it.
         count: int | None = self._inner.readinto(buffer)
@@ -75,24 +110,30 @@ class _TeeInput:
             self._capture.feed(bytes(memoryview(buffer)[:count]))
         return count
 
+
+class _Read1(_TeeInput):
+    __slots__ = ()
+
     def read1(self, *args: Any) -> bytes:
         data: bytes = self._inner.read1(*args)
         self._capture.feed(data)
         return data
 
-    def readlines(self, *args: Any) -> list[bytes]:
-        lines: list[bytes] = self._inner.readlines(*args)
-        for line in lines:
-            self._capture.feed(line)
-        return lines
 
-    def __iter__(self) -> Iterator[bytes]:
-        for line in self._inner:
-            self._capture.feed(line)
-            yield line
+class _ReadIntoRead1(_ReadInto, _Read1):
+    __slots__ = ()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)  # e.g. close(), or server-specific extras
+
+_TEES: dict[tuple[bool, bool], type[_TeeInput]] = {
+    (False, False): _TeeInput,
+    (True, False): _ReadInto,
+    (False, True): _Read1,
+    (True, True): _ReadIntoRead1,
+}
+
+
+def _tee(inner: Any, capture: BodyCapture) -> _TeeInput:
+    return _TEES[hasattr(inner, "readinto"), hasattr(inner, "read1")](inner, capture)
 
 
 class _Deferred:
@@ -210,6 +251,16 @@ class _Body:
             self._state.finish(None if self._state.completed else "DISCONNECTED")
 
 
+class _SizedBody(_Body):
+    """A response iterable with a length (a list of chunks): servers use ``len()`` to set
+    Content-Length when there is one chunk, so it must stay visible."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+
 class TrafficRecorderWSGI:
     """WSGI middleware recording every HTTP exchange to Kafka through a ``Recorder``."""
 
@@ -247,11 +298,11 @@ class TrafficRecorderWSGI:
             http_version=environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
             req_headers=(),  # filled from the environ copy off the request path
             req_body=req_body,
-            client=(environ.get("REMOTE_ADDR", ""), int(client_port)) if client_port else None,
-            server=(environ.get("SERVER_NAME", ""), int(server_port)) if server_port else None,
+            client=_address(environ.get("REMOTE_ADDR"), client_port),
+            server=_address(environ.get("SERVER_NAME"), server_port),
         )
         if "wsgi.input" in environ:
-            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], req_body)
+            environ["wsgi.input"] = _tee(environ["wsgi.input"], req_body)
         exchange.size_hint = 64 * len(environ)
         state = _Exchange(self.recorder, exchange, start_response, environ.copy())
         try:
@@ -263,7 +314,7 @@ class TrafficRecorderWSGI:
         if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
             files: Iterable[bytes] = self._file_response(result, state)
             return files
-        return _Body(result, state)
+        return _SizedBody(result, state) if hasattr(result, "__len__") else _Body(result, state)
 
     def _file_response(self, result: Any, state: _Exchange) -> Any:
         # Keep the server's sendfile path: hand back the very object, and finish when it closes.
@@ -276,8 +327,8 @@ class TrafficRecorderWSGI:
             finally:
                 capture = state.exchange.resp_body
                 length = next((v for n, v in state.response_headers if n.lower() == "content-length"), "")
-                if capture is not None and length.isdigit():
-                    capture.assume(int(length))
+                if capture is not None:
+                    capture.assume(int(length) if length.isdigit() else None)
                 state.finish("FILE")
 
         try:

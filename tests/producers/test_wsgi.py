@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -221,6 +223,121 @@ def test_file_wrapper_response_is_handed_back_unchanged() -> None:
     result.close()  # type: ignore[attr-defined]
     (record,) = recorder.records
     assert (record["response"]["body"]["size"], record["response"]["body"]["state"]) == (6, "NOT_KEPT")
+
+
+@pytest.mark.parametrize("length", ["6", None])
+def test_a_file_response_of_a_kept_type_is_not_claimed_complete(length: str | None) -> None:
+    """A text file sent by the server's file path never passed the recorder: NOT_KEPT, no bytes,
+    no digest (not an empty COMPLETE body), with or without a Content-Length."""
+    from wsgiref.util import FileWrapper
+
+    def app(environ: Any, start_response: Any) -> Any:
+        headers = [("Content-Type", "text/css")] + ([("Content-Length", length)] if length else [])
+        start_response("200 OK", headers)
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"a{b:c}"))
+
+    recorder = CapturingRecorder()
+    environ = _environ(b"") | {"wsgi.file_wrapper": FileWrapper, "REQUEST_METHOD": "GET"}
+    TrafficRecorderWSGI(app, recorder=recorder)(environ, lambda s, h, e=None: None).close()  # type: ignore[attr-defined]
+    body = recorder.records[0]["response"]["body"]
+    assert (body["state"], body["data"], body["sha256"]) == ("NOT_KEPT", None, None)
+    assert body["size"] == (6 if length else 0)
+
+
+def test_a_plain_wsgi_app_is_byte_identical_under_wsgiref() -> None:
+    """wsgiref (Django's runserver) sets Content-Length from len() of a one-chunk list: the
+    recorded app's response keeps it (and every other byte)."""
+
+    def plain(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello world"]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    responses = []
+    for app in (plain, TrafficRecorderWSGI(plain, recorder=CapturingRecorder())):
+        server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+        thread = threading.Thread(target=server.handle_request)
+        thread.start()
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        thread.join(5)
+        server.server_close()
+        responses.append(re.sub(rb"Date: [^\r]*\r\n", b"", data))
+    assert b"Content-Length: 11" in responses[0]
+    assert responses[1] == responses[0]
+
+
+def _serve_once(app: Any, environ: dict[str, Any]) -> None:
+    """What a server does with one request: call, iterate, close."""
+    result = app(environ, lambda s, h, e=None: None)
+    for _ in result:
+        pass
+    result.close()
+
+
+class _GunicornLikeBody:
+    """gunicorn's request body: an iterator with read/readline/readlines, and no readinto."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._data.read(size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._data.readline(size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return self._data.readlines(hint)
+
+    def __iter__(self) -> _GunicornLikeBody:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self._data.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def test_the_input_wrapper_offers_what_the_servers_input_offers() -> None:
+    """No readinto/read1 where the server's stream has none (frameworks probe for them), and
+    next() works where it works on the stream."""
+    seen: dict[str, Any] = {}
+
+    def app(environ: Any, start_response: Any) -> Any:
+        stream = environ["wsgi.input"]
+        seen["readinto"], seen["read1"] = hasattr(stream, "readinto"), hasattr(stream, "read1")
+        seen["lines"] = [next(stream), *stream]
+        start_response("204 No Content", [])
+        return []
+
+    recorder = CapturingRecorder()
+    environ = _environ(b"a\nb\nc") | {"wsgi.input": _GunicornLikeBody(b"a\nb\nc")}
+    _serve_once(TrafficRecorderWSGI(app, recorder=recorder), environ)
+    assert seen == {"readinto": False, "read1": False, "lines": [b"a\n", b"b\n", b"c"]}
+    assert recorder.records[0]["request"]["body"]["data"] == b"a\nb\nc"
+    _serve_once(TrafficRecorderWSGI(app, recorder=recorder), _environ(b"x\ny"))
+    assert (seen["readinto"], seen["read1"]) == (True, True)  # BytesIO has both
+
+
+def test_the_remote_address_is_kept_without_a_remote_port() -> None:
+    """wsgiref and Django's runserver give REMOTE_ADDR but no REMOTE_PORT."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("204 No Content", [])
+        return []
+
+    recorder = CapturingRecorder()
+    _serve_once(TrafficRecorderWSGI(app, recorder=recorder), _environ(b"") | {"REMOTE_ADDR": "10.0.0.7"})
+    peer = recorder.records[0]["peer"]
+    assert (peer["remote_address"], peer["remote_port"]) == ("10.0.0.7", None)
 
 
 def test_gunicorn_responses_are_byte_identical(infra: Any) -> None:
