@@ -29,8 +29,10 @@ def container_id(proc: Path = Path("/proc/self")) -> str | None:
             continue
         for line in text.splitlines():
             # cgroup v1 and v2 paths: .../docker-<id>.scope, .../cri-containerd-<id>.scope, /kubepods/.../<id>
-            # mountinfo: /var/lib/containerd/.../<id>/hostname or /docker/containers/<id>/...
-            if name == "mountinfo" and "/containers/" not in line and "hostname" not in line:
+            # mountinfo: Docker's /var/lib/docker/containers/<id>/…, CRI-O's …/overlay-containers/<id>/….
+            # containerd mounts /etc/hostname from …/sandboxes/<id>/: the pod sandbox's id, the same for
+            # every container of the pod, so no id beats that one.
+            if name == "mountinfo" and ("/containers/" not in line or "/sandboxes/" in line):
                 continue
             match = _CONTAINER_ID.search(line)
             if match:

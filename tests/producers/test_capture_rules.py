@@ -171,9 +171,10 @@ def test_settings_from_environment() -> None:
         ),
         ("cgroup", "12:memory:/kubepods/besteffort/pod1234/{id}"),
         ("cgroup", "0::/system.slice/docker-{id}.scope"),
+        ("mountinfo", "1 2 0:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw"),
         (
             "mountinfo",
-            "1 2 0:1 /var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/{id}/hostname /etc/hostname rw",
+            "1 2 0:1 /var/lib/containers/storage/overlay-containers/{id}/userdata/hostname /etc/hostname rw",
         ),
     ],
 )
@@ -182,6 +183,17 @@ def test_container_id_from_cgroup_or_mountinfo(tmp_path: Path, file: str, line: 
     cid = "a" * 12 + "0123456789abcdef" * 3 + "b" * 4
     (tmp_path / file).write_text("0::/\n" + line.format(id=cid) + "\n")
     assert container_id(tmp_path) == cid
+
+
+def test_the_pod_sandbox_id_is_not_taken_for_the_container_id(tmp_path: Path) -> None:
+    """containerd mounts /etc/hostname from the pod sandbox: that id is every container's of the
+    pod, so with a private cgroup namespace (cgroup "0::/") there is no id, rather than a wrong one."""
+    sandbox = "c" * 64
+    (tmp_path / "cgroup").write_text("0::/\n")
+    (tmp_path / "mountinfo").write_text(
+        f"1 2 0:1 /var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/{sandbox}/hostname /etc/hostname rw\n"
+    )
+    assert container_id(tmp_path) is None
 
 
 def test_source_from_downward_api_and_service_account(tmp_path: Path) -> None:
