@@ -184,4 +184,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "views: route_minute, k8s_api_calls, top_remote_addresses, body_kept_share",
         (*_ROUTE_MINUTE, _K8S_API, _REMOTES, _BODIES),
     ),
+    Migration(
+        3,
+        "route_minute_agg drops repeated inserts (a retried batch reaches the view again)",
+        ("ALTER TABLE route_minute_agg MODIFY SETTING non_replicated_deduplication_window = 10000",),
+    ),
 )

@@ -19,15 +19,22 @@ record from being stored twice:
    offset) is filtered out before insert by looking its id up in the same time range (bloom-filter
    index on id). ReplacingMergeTree collapses anything that still slips through.
 
-ClickHouse unreachable or failing: the batch's insert is retried with capped exponential
+ClickHouse unreachable or failing for any reason but the rows themselves (read-only, disk full,
+memory, a missing table, a proxy's 502 …): the batch's insert is retried with capped exponential
 backoff (tenacity) while consuming pauses; nothing is committed meanwhile. When ClickHouse refuses
-a batch, its records are decoded in full: the undecodable ones go to the dead-letter topic with
-the decoder's reason and the rest is inserted; a record ClickHouse still refuses is found by
-inserting one at a time and goes to the dead-letter topic as ``clickhouse-rejected``.
+a batch for its data (a parse, type or range error), its records are decoded in full: the
+undecodable ones go to the dead-letter topic with the decoder's reason and the rest is inserted;
+records ClickHouse still refuses are found by inserting halves and go to the dead-letter topic as
+``clickhouse-rejected``.
+
+The deduplication token also holds a digest of the batch's ids, so records of a recreated topic
+at the offsets of earlier ones are not taken for them; the per-minute aggregate drops repeated
+inserts too (``non_replicated_deduplication_window``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import threading
@@ -137,12 +144,27 @@ def _ranges(items: list[_Item]) -> str:
     return ",".join(f"{t}:{p}:{first}-{last}" for (t, p), (first, last) in sorted(ranges.items()))
 
 
-def _transient(exc: BaseException) -> bool:
+# ClickHouse errors about the rows themselves: only these send records to the DLQ. Anything else
+# (unreachable, read-only, disk full, memory, a proxy's 502, a missing table …) is retried with
+# back-off, uncommitted, however long it takes: an incident must not empty the stream into the DLQ.
+_DATA_ERRORS = re.compile(
+    r"\((CANNOT_PARSE_[A-Z_]+|CANNOT_CONVERT_TYPE|TYPE_MISMATCH|INCORRECT_DATA|CANNOT_READ_ALL_DATA"
+    r"|ATTEMPT_TO_READ_AFTER_EOF|VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE|UNKNOWN_ELEMENT_OF_ENUM"
+    r"|CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN|TOO_LARGE_STRING_SIZE|TOO_LARGE_ARRAY_SIZE"
+    r"|ARGUMENT_OUT_OF_BOUND|DECIMAL_OVERFLOW|SIZES_OF_ARRAYS_DONT_MATCH|AVRO_EXCEPTION)\)"
+)
+
+
+def _refused_for_its_data(exc: BaseException) -> bool:
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    return isinstance(exc, (OperationalError, OSError)) or (
-        isinstance(exc, DatabaseError) and "TOO_MANY_PARTS" in str(exc)
-    )
+    if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
+        return False
+    return _DATA_ERRORS.search(str(exc)) is not None
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, Exception) and not _refused_for_its_data(exc)
 
 
 class ClickHouseSink:
@@ -433,7 +455,10 @@ class ClickHouseSink:
             kept.append(item)
         if not kept:
             return
-        token = f"{_ranges(items)}:{day}"
+        # Offsets name the batch; the ids tell this topic's records from an earlier topic's of
+        # the same name (recreated, or an embedded broker restarted) at the same offsets.
+        ids = hashlib.blake2b(",".join(item.id for item in kept).encode(), digest_size=8).hexdigest()
+        token = f"{_ranges(items)}:{day}:{ids}"
         try:
             self._retry(lambda: self._insert(rows, token))
         except Exception as exc:  # noqa: BLE001 - a refused batch: find the refused records
@@ -447,12 +472,16 @@ class ClickHouseSink:
         self.client.command(
             self._avro.statement,
             data=rows.payload(),
-            settings={"insert_deduplicate": 1, "insert_deduplication_token": token},
+            settings={
+                "insert_deduplicate": 1,
+                "insert_deduplication_token": token,
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
+            },
         )
 
     def _insert_refused(self, rows: AvroBatch, items: list[_Item], token: str) -> None:
         """A batch ClickHouse refused: records the full decoder rejects go to the DLQ with its
-        reason and the rest is tried again; if that fails too, record by record."""
+        reason and the rest is tried again; if that fails too, in halves."""
         valid: list[int] = []
         for index, item in enumerate(items):
             try:
@@ -466,23 +495,25 @@ class ClickHouseSink:
             return
         if len(valid) < len(items):
             rows, items = rows.subset(valid), [items[i] for i in valid]
-            try:
-                self._retry(lambda: self._insert(rows, f"{token}:valid"))
-            except Exception as exc:  # noqa: BLE001
-                log.warning("ClickHouse refused the decodable records", error=str(exc)[:500])
-            else:
-                self.stats.rows_inserted += len(rows)
-                self.stats.batches_inserted += 1
+        self._insert_halves(rows, items, list(range(len(items))), f"{token}:valid")
+
+    def _insert_halves(self, rows: AvroBatch, items: list[_Item], indexes: list[int], token: str) -> None:
+        """Insert these records; refused for their data, in halves until the refused ones are
+        found (a few inserts for one bad record in thousands, not one insert per record)."""
+        part = rows.subset(indexes) if len(indexes) < len(items) else rows
+        self._dead_letters_delivered()  # a record refused earlier: on the broker before the rest
+        try:
+            self._retry(lambda: self._insert(part, f"{token}:{indexes[0]}-{indexes[-1]}"))
+        except Exception as exc:  # noqa: BLE001 - refused for its data (the rest is retried)
+            if len(indexes) == 1:
+                self._dead_letter(items[indexes[0]].message, "clickhouse-rejected", str(exc)[:2000])
                 return
-        for index, item in enumerate(items):
-            self._dead_letters_delivered()  # the previous record's, if it was refused
-            one = rows.subset([index])
-            try:
-                self._retry(lambda one=one, index=index: self._insert(one, f"{token}:{index}"))  # type: ignore[misc]
-            except Exception as exc:  # noqa: BLE001
-                self._dead_letter(item.message, "clickhouse-rejected", str(exc)[:2000])
-            else:
-                self.stats.rows_inserted += 1
+            middle = len(indexes) // 2
+            self._insert_halves(rows, items, indexes[:middle], token)
+            self._insert_halves(rows, items, indexes[middle:], token)
+        else:
+            self.stats.rows_inserted += len(indexes)
+            self.stats.batches_inserted += 1
 
     def _existing_ids(self, items: list[_Item]) -> set[str]:
         found: set[str] = set()

@@ -392,3 +392,74 @@ def test_rows_of_an_earlier_topic_of_the_same_name_do_not_hide_new_records(
     sink = business_sink(infra, clickhouse, prefix)
     run_until(sink, lambda: sink.stats.rows_inserted >= 20)
     assert {r["id"] for r in fresh} <= set(stored_ids(clickhouse))
+
+
+def test_clickhouse_refusing_for_other_reasons_is_waited_out(infra: Any, clickhouse: Any) -> None:
+    """A ClickHouse that refuses writes for reasons other than the rows (here the table is away,
+    as in maintenance; read-only mode, a full disk or a proxy's 502 are alike) is retried with
+    back-off: nothing goes to the DLQ, nothing is committed, and everything lands once it is back."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    records = business_records(20)
+    produce(infra.bootstrap, f"{prefix}.business", records)
+    clickhouse.command("RENAME TABLE exchanges TO exchanges_away")
+    sink = business_sink(infra, clickhouse, prefix)
+    with running(sink):
+        assert wait_for(lambda: sink.stats.retries >= 2, 30), sink.stats
+        clickhouse.command("RENAME TABLE exchanges_away TO exchanges")
+        assert wait_for(lambda: row_count(clickhouse) == 20, 60), sink.stats
+    assert sink.stats.dead_letters == {}
+    assert read_all(infra.bootstrap, f"{prefix}.dlq") == []
+    assert sorted(stored_ids(clickhouse)) == sorted(r["id"] for r in records)
+
+
+def test_a_topic_of_the_same_name_on_a_new_broker_lands_too(
+    infra: Any, clickhouse: Any, tmp_path: Any
+) -> None:
+    """The embedded broker restarted without its data (or a topic recreated): the new records sit
+    at the same offsets as earlier ones, the same day. The insert token tells them apart."""
+    from trafficreel.stack import EmbeddedBroker
+    from trafficreel.topics import create_topics
+
+    migrate(clickhouse)
+    first, second = business_records(3), business_records(3, start=100)
+    for record in second:
+        record["start_time"] = first[0]["start_time"] + 1  # the same day
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    for life, records in enumerate((first, second)):
+        broker = EmbeddedBroker(tmp_path / f"broker-{life}")
+        broker.start()
+        try:
+            create_topics(
+                {"bootstrap.servers": broker.bootstrap}, [f"{prefix}.business", f"{prefix}.dlq"], partitions=1
+            )
+            produce(broker.bootstrap, f"{prefix}.business", records)
+            sink = business_sink(infra, clickhouse, prefix, bootstrap=broker.bootstrap)
+            ids = {r["id"] for r in records}
+            run_until(sink, lambda ids=ids: ids <= set(stored_ids(clickhouse)))  # type: ignore[misc]
+        finally:
+            broker.stop()
+    assert sorted(stored_ids(clickhouse)) == sorted(r["id"] for r in first + second)
+
+
+def test_a_repeated_insert_is_counted_once_in_the_views(clickhouse: Any) -> None:
+    """An insert repeated with its token (a retry after a timeout) is dropped by exchanges and by
+    the per-minute aggregate its materialized view fills."""
+    from trafficreel.schemas import Deserializer
+    from trafficreel.sinks._avro import AvroBatch, AvroInsert
+
+    migrate(clickhouse)
+    deserializer = Deserializer()
+    insert = AvroInsert(deserializer.reader)
+    batch = AvroBatch(insert)
+    for offset, record in enumerate(business_records(5)):
+        batch.add(SERIALIZER(record), 10, "t", 0, offset)
+    settings = {
+        "insert_deduplicate": 1,
+        "insert_deduplication_token": "t:0:0-4:1",
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+    }
+    for _ in range(2):
+        clickhouse.command(insert.statement, data=batch.payload(), settings=settings)
+    assert row_count(clickhouse) == 5
+    assert int(clickhouse.command("SELECT sum(requests) FROM route_minute")) == 5
