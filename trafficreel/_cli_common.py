@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -11,11 +12,13 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from trafficreel.schemas import Deserializer
 
 from .config import Settings
 from .errors import TrafficreelError
+from .render import json_default, jsonable
 
 __all__ = ["cell", "deserializer_for", "err", "key_values", "out", "parse_time", "reported", "settings_of"]
 
@@ -82,7 +85,15 @@ def deserializer_for(settings: Settings) -> Deserializer:
 
 
 def cell(value: Any) -> str:
-    """A value as a table cell: bytes as text (undecodable bytes escaped), None as nothing."""
+    """A value as a table or CSV cell: bytes as text (undecodable bytes escaped), None as nothing,
+    arrays, tuples and maps as JSON."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(jsonable(value), default=json_default, ensure_ascii=False)
     return "" if value is None else str(value)
+
+
+def plain(value: Any) -> Text:
+    """A cell shown as it is: data such as ``filter[status]=open`` is not read as rich markup."""
+    return Text(cell(value))

@@ -14,7 +14,7 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._cli_common import err, out, parse_time, reported, settings_of
+from ._cli_common import err, out, parse_time, plain, reported, settings_of
 from .errors import ConfigError
 from .logs import get_logger
 
@@ -198,7 +198,7 @@ def _print_summary(summary: Summary, data: dict[str, Any]) -> None:
     for row in data["routes"][:25]:
         mr = row["match_rate"]
         routes.add_row(
-            row["route"],
+            plain(row["route"]),
             *(str(row[k]) for k in ("requests", "match", "differ", "error", "skipped")),
             "" if mr is None else f"{mr:.1%}",
         )
@@ -213,7 +213,7 @@ def _print_summary(summary: Summary, data: dict[str, Any]) -> None:
     if data["top_differences"]:
         diffs = Table("location", "count", box=box.SIMPLE_HEAD, title="Top differences", title_justify="left")
         for row in data["top_differences"][:15]:
-            diffs.add_row(row["location"], str(row["count"]))
+            diffs.add_row(plain(row["location"]), str(row["count"]))
         out.print(diffs)
     lat = data["latency_ms"]
     latency = Table("", "p50 ms", "p99 ms", box=box.SIMPLE_HEAD, title="Latency", title_justify="left")

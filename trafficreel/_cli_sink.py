@@ -13,11 +13,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ._cli_common import cell, deserializer_for, out, parse_time, reported, settings_of
+from ._cli_common import cell, deserializer_for, out, parse_time, plain, reported, settings_of
 from .config import mask_dsn
 from .errors import ClickHouseError
 from .logs import get_logger
-from .render import jsonable
+from .render import json_default, jsonable
 
 __all__ = ["QueryFormat", "print_report", "query_command", "report_command", "sink_command"]
 
@@ -153,7 +153,8 @@ def query_command(
     names = list(result.column_names)
     if output is QueryFormat.json:
         for row in result.result_rows:
-            out.print_json(json.dumps(jsonable(dict(zip(names, row, strict=True)))), indent=None)
+            row_json = json.dumps(jsonable(dict(zip(names, row, strict=True))), default=json_default)
+            out.print_json(row_json, indent=None)
     elif output is QueryFormat.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(names)
@@ -162,7 +163,7 @@ def query_command(
     else:
         table = Table(*names, box=box.SIMPLE_HEAD)
         for row in result.result_rows:
-            table.add_row(*(cell(v) for v in row))
+            table.add_row(*(plain(v) for v in row))
         out.print(table)
         out.print(f"{len(result.result_rows)} rows")
 
@@ -220,5 +221,5 @@ def print_report(summary: Any, since_ms: int, service: str | None = None) -> Non
             continue
         table = Table(*rows[0].keys(), title=title, box=box.SIMPLE_HEAD, title_justify="left")
         for row in rows:
-            table.add_row(*(cell(v) for v in row.values()))
+            table.add_row(*(plain(v) for v in row.values()))
         out.print(table)

@@ -12,7 +12,7 @@ from typing import Any
 
 from trafficreel.schemas import Body, Exchange
 
-__all__ = ["jsonable", "summary_line"]
+__all__ = ["json_default", "jsonable", "summary_line"]
 
 
 def jsonable(value: Any, key: str = "") -> Any:
@@ -29,6 +29,18 @@ def jsonable(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [jsonable(v) for v in value]
     return value
+
+
+def json_default(value: Any) -> Any:
+    """For ``json.dumps(default=…)``: what ClickHouse rows hold besides JSON's own types (UUIDs,
+    times as ISO-8601, decimals and IP addresses as text)."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return jsonable(bytes(value))
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)  # UUID, Decimal, IPv4Address, IPv6Address …
 
 
 def _text(raw: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -88,6 +89,23 @@ def test_query_prints_a_table_json_and_csv(infra: Any, clickhouse: Any) -> None:
         app, ["--clickhouse-url", url, "query", "SELECT count() AS c FROM exchanges", "-f", "csv"]
     )
     assert as_csv.output.split() == ["c", "0"]
+    # Values of every kind print in every format; text is shown as it is, never as markup.
+    typed = (
+        "SELECT toUUID('0190f9e2-0000-7000-8000-000000000001') AS id, toDateTime64('2026-05-29 10:00:00', 6, 'UTC')"
+        " AS start_time, toDecimal64(1.5, 2) AS d, [('host', 'x')] AS headers, 'filter[status]=open /x[/y]' AS q"
+    )
+    row = json.loads(runner.invoke(app, ["--clickhouse-url", url, "query", typed, "-f", "json"]).output)
+    assert row == {
+        "id": "0190f9e2-0000-7000-8000-000000000001",
+        "start_time": "2026-05-29T10:00:00",
+        "d": "1.50",
+        "headers": [["host", "x"]],
+        "q": "filter[status]=open /x[/y]",
+    }
+    shown = runner.invoke(app, ["--clickhouse-url", url, "query", "SELECT 'filter[status]=open /x[/y]' AS q"])
+    assert shown.exit_code == 0 and "filter[status]=open /x[/y]" in shown.output, shown.output
+    as_csv = runner.invoke(app, ["--clickhouse-url", url, "query", typed, "-f", "csv"])
+    assert '"[[""host"", ""x""]]"' in as_csv.output
     bad = runner.invoke(app, ["--clickhouse-url", url, "query", "SELEKT 1"])
     assert (
         bad.exit_code == 1
