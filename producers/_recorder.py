@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 # Imported here, not in the producer thread: a first import racing the app's own imports can
 # see a half-initialised module.
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from trafficreel.schemas import ConfluentRegistry, Serializer, Source
 
@@ -43,6 +43,9 @@ _GATHER_SECONDS = 0.005  # a pause when the queue ran dry; Kafka's linger.ms is 
 
 _STOP = object()
 _PAUSE = object()  # before a fork: flush, destroy the producer, end the thread; the next submit restarts
+# A fork waits for the recorder (see _pause): only this long for the broker to take what was sent.
+_FORK_FLUSH_SECONDS = 0.2
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
 class _OncePerMinute(logging.Filter):
@@ -115,7 +118,8 @@ class Recorder:
         self._reset()
         ref = weakref.ref(self)
         os.register_at_fork(
-            before=lambda: _pause_before_fork(ref), after_in_child=lambda: _reset_after_fork(ref)
+            before=lambda: _pause_before_fork(ref),
+            after_in_child=lambda: _reset_after_fork(ref),
         )
         atexit.register(_close_at_exit, ref)
 
@@ -127,6 +131,8 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._fatal = False
+        self._generation = 0  # a fork's pause moves it on: the thread of an earlier one stops
+        self._purging: str | None = None  # the drop reason of records purged from the producer
 
     # -- request path -----------------------------------------------------------------------
 
@@ -184,7 +190,9 @@ class Recorder:
     # -- background thread ------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="trafficreel-recorder", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._generation,), name="trafficreel-recorder", daemon=True
+        )
         self._thread.start()
 
     def _make_producer(self) -> _Producer:
@@ -195,8 +203,10 @@ class Recorder:
             "client.id": f"trafficreel-{self.config.service_name}",
             # Not idempotent: a broker that restarts without its state (the embedded one, or a
             # rebuilt cluster) leaves an idempotent producer unable to send, fatally. Duplicates
-            # from retries carry the same record id, which the sink deduplicates on.
+            # from retries carry the same record id, which the sink deduplicates on. One request
+            # in flight per broker keeps a partition's records (one trace's) in order across retries.
             "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
             "acks": "all",
             "compression.type": "lz4",  # a fraction of zstd's CPU, which the app's process pays
             "linger.ms": 20,
@@ -227,6 +237,8 @@ class Recorder:
             self._stats.queue_bytes -= size  # held until the broker answered, so the bound covers it
             if err is None:
                 self._stats.delivered += 1
+            elif self._purging is not None and err.code() in _PURGED:
+                self._stats.dropped[self._purging] += 1
             else:
                 self._stats.dropped[f"delivery:{err.name()}"] += 1
 
@@ -238,7 +250,7 @@ class Recorder:
         with self._lock:
             self._stats.dropped[reason] += 1
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         suppress_recording.set(True)  # this thread's own HTTP calls (schema registry) are not recorded
         try:
             producer = self._make_producer()
@@ -262,6 +274,9 @@ class Recorder:
         sent = 0
         ending: object = _STOP
         while True:
+            if self._generation != generation:  # a fork is waiting: what is queued stays for the next thread
+                ending = _PAUSE
+                break
             if self._fatal:
                 producer = self._replace(producer)
             try:
@@ -269,7 +284,9 @@ class Recorder:
             except Empty:
                 self._poll(producer)
                 continue
-            if item is _STOP or item is _PAUSE:
+            if item is _PAUSE:
+                continue  # the check above ends the thread when a fork waits; else a leftover
+            if item is _STOP:
                 ending = item
                 break
             exchange, size = item
@@ -299,7 +316,7 @@ class Recorder:
                 # one's switch interval (5 ms) whenever they come back from I/O.
                 time.sleep(0)
         if ending is _PAUSE:
-            self._flush(producer, 1.5, "fork")
+            self._flush(producer, _FORK_FLUSH_SECONDS, "fork")
         else:
             self._flush(producer, self.config.flush_timeout, "shutdown")
 
@@ -358,6 +375,14 @@ class Recorder:
         deadline = time.monotonic() + timeout
         while len(producer) and time.monotonic() < deadline:
             producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        if len(producer):
+            # What the broker did not take in time is dropped, each reported back (and its bytes
+            # released from the bound) through its delivery callback.
+            self._purging = reason
+            with contextlib.suppress(Exception):
+                producer.purge()
+                producer.flush(0)
+            self._purging = None
         left = len(producer)
         if left:
             with self._lock:
@@ -374,18 +399,22 @@ class Recorder:
             self._release(item[1])
             self._drop(reason)
 
-    def _pause(self, timeout: float = 2.0) -> None:
+    def _pause(self, timeout: float = 1.0) -> None:
         """Before a fork: no librdkafka threads may hold locks that the child would inherit locked.
 
-        Flush briefly and end the producer thread; its producer is destroyed with it. The parent
-        starts a new one at its next record, the child (reset after the fork) at its first.
+        The thread stops after its current record, gives the broker ``_FORK_FLUSH_SECONDS`` for
+        what was sent, drops the rest (counted as ``fork``) and ends; its producer is destroyed
+        with it. The fork waits for that (a fraction of a second), not for the queue. Afterwards
+        the parent's next record (or ``close()``) starts a thread for what is queued; the child
+        (reset) starts afresh.
         """
         with self._lock:
             thread = self._thread
             if thread is None or self._closed or not thread.is_alive():
                 return
             self._thread = None
-        self._queue.put(_PAUSE)
+            self._generation += 1
+        self._queue.put(_PAUSE)  # wakes the thread if it waits for records
         thread.join(timeout)
 
     def close(self, timeout: float | None = None) -> None:
@@ -394,6 +423,8 @@ class Recorder:
             if self._closed:
                 return
             self._closed = True
+            if self._thread is None and not self._queue.empty():
+                self._start()  # records left queued by a fork's pause
             thread = self._thread
         if thread is None:
             return

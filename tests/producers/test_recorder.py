@@ -219,3 +219,29 @@ def test_fork_with_a_live_producer(infra: Infra, new_topic: Callable[..., str]) 
         Deserializer()(m.value())["request"]["path"] for m in _read_all(infra, f"{prefix}.raw", 2, 3)
     )
     assert paths == [b"/v1/items/1", b"/v1/items/2", b"/v1/items/3"]
+
+
+def test_a_fork_with_the_broker_down_neither_stalls_nor_leaks_the_bound() -> None:
+    """With records the broker never takes, a fork waits a fraction of a second (not seconds) for
+    the recorder; what it held is dropped as ``fork`` with its bytes given back to the bound, and
+    the parent goes on with what was still queued."""
+    recorder = Recorder(RecorderConfig(kafka_bootstrap=f"127.0.0.1:{free_port()}", flush_timeout=1))
+    recorder.submit(_exchange(1))
+    deadline = time.monotonic() + 10
+    while recorder.stats()["queue_bytes"] == 0 or recorder.stats()["broker_errors"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    took = time.monotonic() - started
+    os.waitpid(pid, 0)
+    stats = recorder.stats()
+    assert took < 1.0, took  # before: the full flush of 1.5 s and a join of up to 2 s
+    assert stats["dropped"] == {"fork": 1} and stats["queue_bytes"] == 0 and stats["in_flight"] == 0
+    recorder.submit(_exchange(2))  # the parent records on, with a new producer
+    assert recorder.stats()["recorded"] == 2
+    recorder.close(timeout=5)
+    stats = recorder.stats()
+    assert stats["recorded"] == stats["delivered"] + sum(stats["dropped"].values())
