@@ -18,12 +18,14 @@ pytestmark = pytest.mark.stack
 START_US = 1_780_000_000_000_000
 
 
-def _row(i: int, cls: str, route: str, status: int, duration_ms: int, **changes: Any) -> Any:
+def _row(
+    i: int, cls: str, route: str, status: int, duration_ms: int, weight: float = 2.0, **changes: Any
+) -> Any:
     record = exchange(i, status=status, path=changes.pop("path", b"/v1/orders/%d" % i), **changes)
     record["start_time"] = START_US + i * 1000
     record["duration_us"] = duration_ms * 1000
     record["outcome"]["kind"] = "COMPLETED"
-    record.update(traffic_class=cls, class_rule="r", route=route, sample_weight=changes.get("weight", 2.0))
+    record.update(traffic_class=cls, class_rule="r", route=route, sample_weight=weight)
     return record
 
 
@@ -61,6 +63,22 @@ def test_report_counts_errors_percentiles_and_api_load(clickhouse: Any) -> None:
         ("orders-1", "watch", "pods"): 2,
         ("orders-2", "watch", "pods"): 2,
     }
+
+
+def test_error_rate_and_percentiles_are_weighted_like_the_counts(clickhouse: Any) -> None:
+    """Sampling keeps every error at weight 1 and one in ten of the rest at weight 10: the report
+    gives the real error rate and latency, not the stored rows'."""
+    migrate(clickhouse)
+    columns = Columns()
+    errors = [_row(i, "business", "/pay", 503, 900, weight=1.0) for i in range(10)]
+    kept = [_row(10 + i, "business", "/pay", 200, 10, weight=10.0) for i in range(90)]
+    for offset, record in enumerate(errors + kept):
+        columns.add(record, "t", 0, offset)
+    clickhouse.insert("exchanges", columns.data, column_names=COLUMNS, column_oriented=True)
+    (pay,) = build_report(clickhouse, START_US // 1000, None, 10).top_routes
+    assert (pay["stored"], pay["estimated"]) == (100, 910)
+    assert pay["error_rate"] == round(10 / 910, 4)  # stored rows would say 0.1
+    assert pay["p50_ms"] == 10 and pay["p95_ms"] == 10  # the slow errors are about 1 % of real traffic
 
 
 def test_report_command_prints_tables_and_json(infra: Any, clickhouse: Any) -> None:
