@@ -183,6 +183,7 @@ class ClickHouseSink:
         batch_bytes: int = 16 << 20,
         batch_seconds: float = 0.5,
         on_batch: Callable[[int, float], None] | None = None,
+        on_insert: Callable[[int, float], None] | None = None,
     ) -> None:
         self._client_factory = client_factory
         self.client = client_factory()
@@ -196,6 +197,9 @@ class ClickHouseSink:
         self.batch_rows, self.batch_bytes, self.batch_seconds = batch_rows, batch_bytes, batch_seconds
         self.stats = SinkStats()
         self._on_batch = on_batch
+        self._on_insert = on_insert  # rows and seconds of each insert that ClickHouse took
+        self.failing_since: float | None = None  # monotonic time of the first failure being retried
+        self.last_error = ""
         self._stop = threading.Event()
         self.assigned: set[tuple[str, int]] = set()
         self._consumer = Consumer(
@@ -469,6 +473,7 @@ class ClickHouseSink:
         self.stats.batches_inserted += 1
 
     def _insert(self, rows: AvroBatch, token: str) -> None:
+        started = time.perf_counter()
         self.client.command(
             self._avro.statement,
             data=rows.payload(),
@@ -478,6 +483,8 @@ class ClickHouseSink:
                 "deduplicate_blocks_in_dependent_materialized_views": 1,
             },
         )
+        if self._on_insert is not None:
+            self._on_insert(len(rows), time.perf_counter() - started)
 
     def _insert_refused(self, rows: AvroBatch, items: list[_Item], token: str) -> None:
         """A batch ClickHouse refused: records the full decoder rejects go to the DLQ with its
@@ -562,11 +569,10 @@ class ClickHouseSink:
 
         def before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
-            log.warning(
-                "retrying",
-                attempt=state.attempt_number,
-                error=str(state.outcome.exception())[:300] if state.outcome else "",
-            )
+            self.last_error = str(state.outcome.exception())[:300] if state.outcome else ""
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+            log.warning("retrying", attempt=state.attempt_number, error=self.last_error)
 
         for attempt in Retrying(
             retry=retry_if_exception(_transient),
@@ -576,5 +582,7 @@ class ClickHouseSink:
             reraise=True,
         ):
             with attempt:
-                return fn()
+                result = fn()
+                self.failing_since = None
+                return result
         return None  # pragma: no cover - Retrying never ends without a result or an exception

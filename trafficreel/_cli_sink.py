@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -40,6 +41,12 @@ def sink_command(
     batch_rows: Annotated[
         int | None,
         typer.Option(min=1, help="Records per insert at most [env TRAFFICREEL_SINK_BATCH_ROWS, 5000]."),
+    ] = None,
+    batch_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1024, help="Bytes of records per insert at most [env TRAFFICREEL_SINK_BATCH_BYTES, 16 MiB]."
+        ),
     ] = None,
     batch_seconds: Annotated[
         float | None,
@@ -81,6 +88,11 @@ def sink_command(
     seconds = Histogram(
         "trafficreel_sink_batch_seconds", "Time to decode, insert and commit one batch.", registry=registry
     )
+    insert_seconds = Histogram(
+        "trafficreel_sink_insert_seconds",
+        "Time ClickHouse took for one insert it accepted.",
+        registry=registry,
+    )
 
     def on_batch(count: int, elapsed: float) -> None:
         rows.inc(count)
@@ -94,8 +106,10 @@ def sink_command(
         group=group,
         deserializer=deserializer_for(settings),
         batch_rows=batch_rows or settings.sink_batch_rows,
+        batch_bytes=batch_bytes or settings.sink_batch_bytes,
         batch_seconds=batch_seconds or settings.sink_batch_seconds,
         on_batch=on_batch,
+        on_insert=lambda _rows, elapsed: insert_seconds.observe(elapsed),
     )
     from trafficreel.sinks.metrics import SinkCollector
 
@@ -104,7 +118,7 @@ def sink_command(
     health = None
     if port:
         health = HealthServer(
-            lambda: (bool(loader.assigned), f"{len(loader.assigned)} partitions assigned"),
+            lambda: _sink_readiness(loader),
             port=port,
             registry=registry,
         ).start()
@@ -166,6 +180,14 @@ def query_command(
             table.add_row(*(plain(v) for v in row))
         out.print(table)
         out.print(f"{len(result.result_rows)} rows")
+
+
+def _sink_readiness(loader: Any) -> tuple[bool, str]:
+    """Unready without partitions, and while ClickHouse has been refusing for over 30 s."""
+    if loader.failing_since is not None and time.monotonic() - loader.failing_since > 30:
+        seconds = int(time.monotonic() - loader.failing_since)
+        return False, f"ClickHouse failing for {seconds} s, retrying: {loader.last_error}"
+    return bool(loader.assigned), f"{len(loader.assigned)} partitions assigned"
 
 
 def report_command(

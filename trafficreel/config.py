@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     sink_batch_rows: int = Field(
         5000, ge=1, description="Records the sink inserts at most in one batch (all partitions together)."
     )
+    sink_batch_bytes: int = Field(
+        16 << 20, ge=1024, description="Bytes of records the sink inserts at most in one batch."
+    )
     sink_batch_seconds: float = Field(
         0.5,
         gt=0,

@@ -416,16 +416,25 @@ def test_clickhouse_refusing_for_other_reasons_is_waited_out(infra: Any, clickho
     """A ClickHouse that refuses writes for reasons other than the rows (here the table is away,
     as in maintenance; read-only mode, a full disk or a proxy's 502 are alike) is retried with
     back-off: nothing goes to the DLQ, nothing is committed, and everything lands once it is back."""
+    from trafficreel._cli_sink import _sink_readiness
+
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
     records = business_records(20)
     produce(infra.bootstrap, f"{prefix}.business", records)
     clickhouse.command("RENAME TABLE exchanges TO exchanges_away")
-    sink = business_sink(infra, clickhouse, prefix)
+    inserts: list[int] = []
+    sink = business_sink(infra, clickhouse, prefix, on_insert=lambda rows, _: inserts.append(rows))
     with running(sink):
         assert wait_for(lambda: sink.stats.retries >= 2, 30), sink.stats
+        assert sink.failing_since is not None and "code: 60" in sink.last_error
+        assert "ClickHouse failing" not in _sink_readiness(sink)[1]  # not for 30 s yet
+        sink.failing_since -= 31
+        ready, why = _sink_readiness(sink)
+        assert not ready and "ClickHouse failing for 3" in why and "code: 60" in why
         clickhouse.command("RENAME TABLE exchanges_away TO exchanges")
         assert wait_for(lambda: row_count(clickhouse) == 20, 60), sink.stats
+    assert sink.failing_since is None and sum(inserts) == 20
     assert sink.stats.dead_letters == {}
     assert read_all(infra.bootstrap, f"{prefix}.dlq") == []
     assert sorted(stored_ids(clickhouse)) == sorted(r["id"] for r in records)
