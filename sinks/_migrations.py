@@ -91,6 +91,37 @@ SETTINGS non_replicated_deduplication_window = 10000
 """
 
 
+# A resource path as the API server reads it: [namespaces/<ns>/]<resource>[/<name>[/<subresource>]].
+_K8S_PATH = r"^/apis?/(?:[^/]+/)?v[0-9][a-z0-9]*/(?:namespaces/[^/]+/)?{resource}(?:/{name}(?:/[^/]+)?)?/?$"
+_K8S_RESOURCE = _K8S_PATH.format(resource="([^/]+)", name="[^/]+")
+_K8S_NAME = _K8S_PATH.format(resource="[^/]+", name="([^/]+)")
+_K8S_VERBS = f"""
+CREATE OR REPLACE VIEW k8s_api_calls AS
+WITH extract(path, '{_K8S_NAME}') != '' AS named
+SELECT
+    toStartOfMinute(start_time) AS minute,
+    service,
+    pod,
+    extract(path, '{_K8S_RESOURCE}') AS resource,
+    multiIf(
+        method = 'GET' AND match(query, '(^|&)watch=(1|true)'), 'watch',
+        method IN ('GET', 'HEAD'), if(named, 'get', 'list'),
+        method = 'POST', 'create',
+        method = 'PUT', 'update',
+        method = 'PATCH', 'patch',
+        method = 'DELETE', if(named, 'delete', 'deletecollection'),
+        lower(method)
+    ) AS verb,
+    count() AS calls,
+    sum(sample_weight) AS weighted_calls,
+    countIf(coalesce(status, 0) >= 400 OR outcome != 'COMPLETED') AS failures,
+    quantile(0.99)(duration_us) AS p99_us
+FROM exchanges
+WHERE traffic_class = 'k8s-api'
+GROUP BY minute, service, pod, verb, resource
+"""  # noqa: S608 - only this module's constant regexes go in
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -188,5 +219,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "route_minute_agg drops repeated inserts (a retried batch reaches the view again)",
         ("ALTER TABLE route_minute_agg MODIFY SETTING non_replicated_deduplication_window = 10000",),
+    ),
+    Migration(
+        4, "k8s_api_calls: the API server's own verbs (list, create, deletecollection …)", (_K8S_VERBS,)
     ),
 )

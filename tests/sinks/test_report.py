@@ -58,11 +58,40 @@ def test_report_counts_errors_percentiles_and_api_load(clickhouse: Any) -> None:
     assert all(r["traffic_class"] != "k8s-api" for r in report.top_routes)
     calls = {(r["pod"], r["verb"], r["resource"]): r["stored"] for r in report.k8s_per_pod}
     assert calls == {
-        ("orders-1", "get", "pods"): 4,
-        ("orders-2", "get", "pods"): 4,
+        ("orders-1", "list", "pods"): 4,
+        ("orders-2", "list", "pods"): 4,
         ("orders-1", "watch", "pods"): 2,
         ("orders-2", "watch", "pods"): 2,
     }
+
+
+def test_api_calls_carry_the_api_servers_verbs(clickhouse: Any) -> None:
+    """The verb is the API server's: a named object or a collection, a watch, a write."""
+    migrate(clickhouse)
+    calls = [
+        ("GET", b"/api/v1/namespaces/shop/pods/web-1", b"", "get", "pods"),
+        ("GET", b"/api/v1/namespaces/shop/pods", b"", "list", "pods"),
+        ("GET", b"/api/v1/namespaces/shop/pods", b"watch=true", "watch", "pods"),
+        ("GET", b"/api/v1/namespaces/shop", b"", "get", "namespaces"),
+        ("GET", b"/api/v1/nodes", b"", "list", "nodes"),
+        ("POST", b"/apis/apps/v1/namespaces/shop/deployments", b"", "create", "deployments"),
+        ("PUT", b"/apis/apps/v1/namespaces/shop/deployments/web", b"", "update", "deployments"),
+        ("PATCH", b"/api/v1/namespaces/shop/configmaps/cfg", b"", "patch", "configmaps"),
+        ("DELETE", b"/api/v1/namespaces/shop/pods/web-1", b"", "delete", "pods"),
+        ("DELETE", b"/api/v1/namespaces/shop/pods", b"", "deletecollection", "pods"),
+    ]
+    columns = Columns()
+    for i, (method, path, query, _, _) in enumerate(calls):
+        record = _row(i, "k8s-api", "r", 200, 5, direction="OUTBOUND", path=path, method=method)
+        record["request"]["query"] = query
+        columns.add(record, "t", 0, i)
+    clickhouse.insert("exchanges", columns.data, column_names=COLUMNS, column_oriented=True)
+    result = clickhouse.query("SELECT verb, resource, sum(calls) FROM k8s_api_calls GROUP BY verb, resource")
+    found = {(verb, resource): n for verb, resource, n in result.result_rows}
+    expected: dict[tuple[str, str], int] = {}
+    for _, _, _, verb, resource in calls:
+        expected[(verb, resource)] = expected.get((verb, resource), 0) + 1
+    assert found == expected
 
 
 def test_error_rate_and_percentiles_are_weighted_like_the_counts(clickhouse: Any) -> None:
