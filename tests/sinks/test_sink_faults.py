@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from tests.streams.workers import make_topics
 from trafficreel.sinks import migrate
 
 from .support import (
+    SERIALIZER,
     business_records,
     business_sink,
     produce,
@@ -51,25 +53,43 @@ def test_killed_sink_loses_nothing_and_stores_nothing_twice(
     url = f"{infra.clickhouse_url}/{clickhouse.database}"
     if infra.clickhouse_password:
         url = url.replace("://", f"://{infra.clickhouse_user}:{infra.clickhouse_password}@")
-    total = 2000 if SHORT else 6000
-    records = business_records(total)
-    done = threading.Event()
-    feeder = threading.Thread(  # a steady stream: about 2,500 records/s
-        target=produce_steadily,
-        args=(infra.bootstrap, f"{prefix}.business", records, 0.02, done),
-        daemon=True,
-    )
+    kills = 3 if SHORT else 6
+    pool = business_records(20_000)
+    sent: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def feed() -> None:  # about 150 records/s until the last kill, so every kill lands mid-stream
+        producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5})
+        for record in pool:
+            if stop.is_set():
+                break
+            producer.produce(f"{prefix}.business", SERIALIZER(record), record["id"].encode())
+            sent.append(record)
+            if len(sent) % 15 == 0:
+                producer.poll(0)
+                time.sleep(0.1)
+        assert producer.flush(120) == 0
+
+    feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     log = tmp_path / "sink.log"
     rng = random.Random(7)
-    kills = 3 if SHORT else 6
+    at_kills: list[tuple[int, int]] = []
     for _ in range(kills):
+        before = row_count(clickhouse)
         process = _sink(infra, prefix, url, log)
-        time.sleep(rng.uniform(3.0, 6.0))  # group join takes ~3 s on the embedded broker
+        # Killed while it loads: once it stored rows of its own, at a random moment after.
+        assert wait_for(lambda before=before: row_count(clickhouse) > before, 60, 0.1), log.read_text()[
+            -3000:
+        ]
+        time.sleep(rng.uniform(0.05, 1.5))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-    feeder.join(60)
-    assert done.is_set()
+        at_kills.append((row_count(clickhouse), len(sent)))
+    stop.set()
+    feeder.join(120)
+    records, total = sent, len(sent)
+    assert all(rows > 0 for rows, _ in at_kills) and len(pool) > total, at_kills
     process = _sink(infra, prefix, url, log)
     try:
         wait_for(lambda: row_count(clickhouse) >= total, 120, 0.5)
@@ -154,17 +174,20 @@ def test_broker_frozen_for_20_seconds_loses_nothing(infra: Any, clickhouse: Any,
         records = business_records(1500)
         produced = threading.Event()
         sink = business_sink(infra, clickhouse, prefix, "z", bootstrap=broker.bootstrap)
-        # About 500 records/s: some before, the rest during and after the freeze.
+        # About 50 records/s for 30 s: some before, the rest during and after the freeze.
         feeder = threading.Thread(
             target=produce_steadily,
-            args=(broker.bootstrap, f"{prefix}.business", records, 0.1, produced),
+            args=(broker.bootstrap, f"{prefix}.business", records, 1.0, produced),
             daemon=True,
         )
         with running(sink):
             feeder.start()
-            time.sleep(6)
+            assert wait_for(lambda: row_count(clickhouse) > 0, 60, 0.1)  # the sink is loading
+            time.sleep(1)
             broker.signal(signal.SIGSTOP)
             try:
+                at_freeze = row_count(clickhouse)
+                assert 0 < at_freeze < len(records) and not produced.is_set()  # frozen mid-stream
                 time.sleep(20)
             finally:
                 broker.signal(signal.SIGCONT)
