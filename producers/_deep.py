@@ -141,21 +141,22 @@ def _media(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-_Codec = tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]
+_Codec = tuple[int, Callable[[bytes], bytes]]  # zlib's wbits to read it, and how to write it
 
 
-def _inflate(data: bytes, wbits: int) -> bytes:
+def _inflate(data: bytes, wbits: int, whole: bool) -> bytes:
+    """The decompressed body; of a body cut short (``whole`` false), what its bytes hold."""
     inflater = zlib.decompressobj(wbits)
     out = inflater.decompress(data, _INFLATE_LIMIT)
-    if inflater.unconsumed_tail or not inflater.eof:
+    if inflater.unconsumed_tail or (whole and not inflater.eof):
         raise ValueError("compressed body is cut short or too large")
     return out
 
 
 _CODECS: dict[str, _Codec] = {
-    "gzip": (lambda d: _inflate(d, 16 + zlib.MAX_WBITS), lambda d: gzip.compress(d, mtime=0)),
-    "x-gzip": (lambda d: _inflate(d, 16 + zlib.MAX_WBITS), lambda d: gzip.compress(d, mtime=0)),
-    "deflate": (lambda d: _inflate(d, zlib.MAX_WBITS), zlib.compress),
+    "gzip": (16 + zlib.MAX_WBITS, lambda d: gzip.compress(d, mtime=0)),
+    "x-gzip": (16 + zlib.MAX_WBITS, lambda d: gzip.compress(d, mtime=0)),
+    "deflate": (zlib.MAX_WBITS, zlib.compress),
 }
 
 
@@ -273,32 +274,38 @@ class DeepRedactor:
         encoding = (body["content_encoding"] or "identity").lower()
         if not _TEXT_MEDIA.match(media) and not (encoding == "identity" and _JSON_START.match(data)):
             return  # binary, unless it is JSON sent under another type
+        complete = body["state"] == "COMPLETE"
         codec = _CODECS.get(encoding)
         if encoding != "identity":
             if codec is None:
                 self._withhold(body, where, f"encoding:{encoding}", found)
                 return
             try:
-                text = codec[0](data)
+                text = _inflate(data, codec[0], whole=complete)
             except (ValueError, zlib.error):
                 self._withhold(body, where, f"encoding:{encoding}", found)
                 return
         else:
             text = data
         is_json = _JSON_MEDIA.match(media) is not None or _JSON_START.match(text) is not None
-        complete = body["state"] == "COMPLETE"
-        before = len(found)
+        # A compressed body cut short cannot be written again as it was: it is kept untouched
+        # when clean and withheld when not, so its findings go to a scratch list.
+        hits = found if complete or codec is None else []
+        before = len(hits)
         if self._maybe(text, is_json):
             if is_json:
-                cleaned = self._json(text, complete, where, found)
+                cleaned = self._json(text, complete, where, hits)
                 if cleaned is None:
                     self._withhold(body, where, "json-nested", found)
                     return
                 text = cleaned
-            text = self._text(text, where, found)
+            text = self._text(text, where, hits)
         if not complete:
-            text = self._cut(text, where, found)
-        if len(found) == before:
+            text = self._cut(text, where, hits)
+        if len(hits) == before:
+            return
+        if hits is not found:
+            self._withhold(body, where, f"cut-short:{encoding}", found)
             return
         data = codec[1](text) if codec is not None else text
         body["data"] = data

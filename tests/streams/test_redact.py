@@ -264,3 +264,27 @@ def test_plural_keys_and_json_under_another_type_are_redacted() -> None:
     image = b"\x89PNG\r\n\x1a\n password=hunter2"
     record = _with_body(exchange(), "request", image, content_type="image/png")
     assert REDACTOR.redact(record) is False
+
+
+def test_a_compressed_body_cut_short_is_kept_when_clean_and_withheld_when_not() -> None:
+    """A gzip body over the keep limit is cut inside its stream: what decompresses is searched;
+    clean, the kept bytes stay exactly as they were; holding a secret, they are withheld."""
+    import os
+
+    clean_text = (
+        b'{"items": ['
+        + b",".join(b'{"n": %d, "pad": "%s"}' % (i, os.urandom(8).hex().encode()) for i in range(3000))
+        + b"]}"
+    )
+    secret_text = clean_text[:5000] + b'"password": "hunter2", ' + clean_text[5000:]
+    for text, kept in ((clean_text, True), (secret_text, False)):
+        cut = gzip.compress(text)[:20_000]
+        record = _with_body(exchange(), "response", cut, encoding="gzip", state="TRUNCATED")
+        record["response"]["body"]["sha256"] = None
+        changed = REDACTOR.redact(record)
+        body = record["response"]["body"]
+        if kept:
+            assert not changed and body["data"] == cut and body["state"] == "TRUNCATED"
+        else:
+            assert changed and body["data"] is None and body["state"] == "NOT_KEPT"
+            assert record["redactions"][-1]["rule"] == "withheld:cut-short:gzip"
