@@ -140,7 +140,8 @@ def test_queue_bound_in_bytes_drops_the_excess() -> None:
 
 
 def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callable[..., str]) -> None:
-    """Under gunicorn -w 2 --preload, workers forked from a master with a live producer all deliver."""
+    """Under gunicorn -w 2 --preload, workers forked from a master with a live producer each
+    record with their own producer, and every record arrives."""
     prefix = _prefix(new_topic, infra)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
@@ -177,10 +178,16 @@ def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callabl
                 b"Content-Length: 2\r\n\r\n{}" % i,
             )
             assert response.split(b"\r\n", 1)[0].endswith(b" 200 OK"), response
+        served: set[bytes] = set()  # ask until both workers answered (gunicorn picks one per request)
+        asked = 0
+        while len(served) < 2 and asked < 400:
+            served.add(raw_request(port, b"GET /pid HTTP/1.0\r\nHost: g\r\n\r\n").rsplit(b"\r\n\r\n", 1)[1])
+            asked += 1
+        assert len(served) == 2, served
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
-    messages = _read_all(infra, f"{prefix}.raw", 2, 41)
+    messages = _read_all(infra, f"{prefix}.raw", 2, 41 + asked)
     decode = Deserializer()
     paths = sorted(
         decode(m.value())["request"]["query"]
@@ -189,6 +196,12 @@ def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callabl
     )
     assert paths == sorted(b"i=%d" % i for i in range(40)), output
     assert sum(1 for m in messages if decode(m.value())["request"]["path"] == b"/prewarm") == 1
+    pids = [
+        decode(m.value())["response"]["body"]["data"]
+        for m in messages
+        if decode(m.value())["request"]["path"] == b"/pid"
+    ]
+    assert len(pids) == asked and set(pids) == served  # each worker's own records, all delivered
 
 
 def test_fork_with_a_live_producer(infra: Infra, new_topic: Callable[..., str]) -> None:

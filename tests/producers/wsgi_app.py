@@ -62,6 +62,10 @@ def make_app() -> Flask:
     def empty() -> Response:
         return Response(status=204)
 
+    @app.route("/pid")
+    def pid() -> Response:  # which worker process answered (pre-fork server tests)
+        return Response(str(os.getpid()), content_type="text/plain")
+
     return app
 
 
