@@ -4,6 +4,7 @@ in any output, two workers sharing partitions and one of them killed, caps acros
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -117,18 +118,28 @@ def test_worker_routes_every_class_and_dead_letters_the_rest(infra, tmp_path: Pa
 
 
 def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Two workers split six partitions; SIGKILL one mid-stream and every record still comes out."""
+    """Two workers split six partitions; SIGKILL one while records stream in and every record
+    still comes out."""
     prefix = make_topics(infra.bootstrap, partitions=6)
     records = [_quiet(exchange(i, path=b"/v1/items/%d" % i)) for i in range(3000)]
     ids = {r["id"] for r in records}
     values = [(r["id"].encode(), SERIALIZER(r)) for r in records]
+    fed = threading.Event()
+
+    def feed() -> None:  # about 200 records/s: the stream goes on through the kill and after it
+        for first in range(0, len(values), 100):
+            _produce(infra.bootstrap, f"{prefix}.raw", values[first : first + 100])
+            time.sleep(0.5)
+        fed.set()
+
     with (
         running(infra.bootstrap, prefix, tmp_path, partitions=6) as first,
         running(infra.bootstrap, prefix, tmp_path, partitions=6) as second,
     ):
         first.wait_ready()
         second.wait_ready()
-        _produce(infra.bootstrap, f"{prefix}.raw", values[:1500])
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
         wait_for(
             lambda: (
                 first.metric("trafficreel_stream_records_in_total") > 0
@@ -138,8 +149,10 @@ def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(infra, tmp_
             "both workers to get partitions and records",
             first,
         )
+        assert not fed.is_set()  # killed mid-stream
         second.stop(signal.SIGKILL)
-        _produce(infra.bootstrap, f"{prefix}.raw", values[1500:])
+        feeder.join(60)
+        assert fed.is_set()
         wait_for(
             lambda: (
                 len({DESERIALIZER(m.value)["id"] for m in read_all(infra.bootstrap, f"{prefix}.business")})
