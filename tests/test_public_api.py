@@ -109,7 +109,13 @@ PUBLIC = {
         "load_rules",
         "normalise_path",
     },
-    "trafficreel.streams.app": {"CLASS_TOPICS", "StreamWorker", "build_app", "faust_credentials"},
+    "trafficreel.streams.app": {
+        "CLASS_TOPICS",
+        "StreamWorker",
+        "build_app",
+        "faust_credentials",
+        "settle_partitions",
+    },
     "trafficreel.streams.metrics": {"StreamMetrics"},
     "trafficreel.health": {"HealthServer", "Readiness"},
     "trafficreel.codec": {"deserializer", "serializer"},
@@ -188,6 +194,7 @@ PUBLIC = {
         "create_topics",
         "describe_topics",
         "high_watermarks",
+        "partition_counts",
         "project_topics",
     },
 }

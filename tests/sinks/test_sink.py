@@ -185,7 +185,7 @@ def test_views_answer_the_documented_questions(infra: Any, clickhouse: Any) -> N
     assert calls == {
         ("watch", "pods"): 1,
         ("get", "configmaps"): 1,
-        ("get", "deployments"): 1,
+        ("list", "deployments"): 1,  # a collection: the API server's "list"
         ("patch", "configmaps"): 1,
     }
     remotes = clickhouse.query(
