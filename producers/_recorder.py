@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 # Imported here, not in the producer thread: a first import racing the app's own imports can
 # see a half-initialised module.
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Producer
 
 from trafficreel.schemas import ConfluentRegistry, Serializer, Source
 
@@ -45,7 +45,6 @@ _STOP = object()
 _PAUSE = object()  # before a fork: flush, destroy the producer, end the thread; the next submit restarts
 # A fork waits for the recorder (see _pause): only this long for the broker to take what was sent.
 _FORK_FLUSH_SECONDS = 0.2
-_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
 class _OncePerMinute(logging.Filter):
@@ -132,7 +131,7 @@ class Recorder:
         self._closed = False
         self._fatal = False
         self._generation = 0  # a fork's pause moves it on: the thread of an earlier one stops
-        self._purging: str | None = None  # the drop reason of records purged from the producer
+        self._producer_bytes = 0  # encoded bytes handed to librdkafka and not yet reported back
 
     # -- request path -----------------------------------------------------------------------
 
@@ -233,12 +232,11 @@ class Recorder:
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         size = len(msg.value() or b"")
+        self._producer_bytes -= size  # served on this thread, like the produce calls
         with self._lock:
             self._stats.queue_bytes -= size  # held until the broker answered, so the bound covers it
             if err is None:
                 self._stats.delivered += 1
-            elif self._purging is not None and err.code() in _PURGED:
-                self._stats.dropped[self._purging] += 1
             else:
                 self._stats.dropped[f"delivery:{err.name()}"] += 1
 
@@ -301,7 +299,9 @@ class Recorder:
             self._release(size - len(value))  # from here the encoded bytes count, until delivery
             key = (record["trace"]["trace_id"] or record["id"]).encode()
             headers = [*base_headers, ("trafficreel-direction", record["direction"].encode())]
-            if not self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
+            if self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
+                self._producer_bytes += len(value)
+            else:
                 self._release(len(value))
             sent += 1
             if sent % 64 == 0 or self._queue.empty():
@@ -375,20 +375,13 @@ class Recorder:
         deadline = time.monotonic() + timeout
         while len(producer) and time.monotonic() < deadline:
             producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
-        if len(producer):
-            # What the broker did not take in time is dropped, each reported back (and its bytes
-            # released from the bound) through its delivery callback.
-            self._purging = reason
-            with contextlib.suppress(Exception):
-                producer.purge()
-                producer.flush(0)
-            self._purging = None
         left = len(producer)
         if left:
             with self._lock:
                 self._stats.dropped[reason] += left
-                if reason == "shutdown":
-                    self._stats.queue_bytes = 0  # nothing will report back any more
+                # Nothing will report back any more: what they held leaves the bound.
+                self._stats.queue_bytes -= self._producer_bytes
+            self._producer_bytes = 0
             log.warning("trafficreel: %d records not delivered within %.1fs (%s)", left, timeout, reason)
 
     def _drain_dropping(self, reason: str) -> None:
@@ -403,7 +396,7 @@ class Recorder:
         """Before a fork: no librdkafka threads may hold locks that the child would inherit locked.
 
         The thread stops after its current record, gives the broker ``_FORK_FLUSH_SECONDS`` for
-        what was sent, drops the rest (counted as ``fork``) and ends; its producer is destroyed
+        what was sent, counts the rest as dropped (``fork``) and ends; its producer is destroyed
         with it. The fork waits for that (a fraction of a second), not for the queue. Afterwards
         the parent's next record (or ``close()``) starts a thread for what is queued; the child
         (reset) starts afresh.
