@@ -71,14 +71,15 @@ _JSON_KEY_VALUE = re.compile(
     rb'"((?:[^"\\]|\\.){1,128})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*|true|false|null|[\[{])'
 )
 _JSON_START = re.compile(rb"\s*[\[{]")
-# The end of a body cut short: what may be the start of a secret there (group 3 is replaced).
+# The end of a body cut short: what may be the start of a secret there (the group "secret" is
+# replaced; the json-key rule's group "key" names the key).
 _CUT_TAIL = 256
 _CUT_SECRETS = {
-    "json-key": re.compile(rb'"((?:[^"\\]|\\.){1,128})"(\s*:\s*")((?:[^"\\]|\\.)*\\?)\Z'),
-    "bearer": re.compile(rb"(?i)\b(bearer)(\s+)([A-Za-z0-9\-._~+/]+=*)\Z"),
-    "jwt": re.compile(rb"()()(\beyJ[A-Za-z0-9_.-]*)\Z"),
-    "card": re.compile(rb"()()((?<![0-9A-Za-z_-])\d(?:[ -]?\d){5,}[ -]?)\Z"),
-    "email": re.compile(rb"()()((?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]*)\Z"),
+    "json-key": re.compile(rb'"(?P<key>(?:[^"\\]|\\.){1,128})"\s*:\s*"(?P<secret>(?:[^"\\]|\\.)*\\?)\Z'),
+    "bearer": re.compile(rb"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9\-._~+/]+=*)\Z"),
+    "jwt": re.compile(rb"(?P<secret>\beyJ[A-Za-z0-9_.-]*)\Z"),
+    "card": re.compile(rb"(?P<secret>(?<![0-9A-Za-z_-])\d(?:[ -]?\d){5,}[ -]?)\Z"),
+    "email": re.compile(rb"(?P<secret>(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]*)\Z"),
 }
 _INFLATE_LIMIT = 8 << 20  # what a decompressed kept body may grow to before it is withheld
 
@@ -324,16 +325,16 @@ class DeepRedactor:
             if rule != "json-key" and rule not in self._patterns:
                 continue  # a default pattern the rules replaced
             match = pattern.search(tail)
-            if match is None or match.group(3) == MARKER:
+            if match is None or match.group("secret") == MARKER:
                 continue
             if rule == "json-key":
-                key = match.group(1).decode("latin-1")
+                key = match.group("key").decode("latin-1")
                 if not self._sensitive_key(key):
                     continue
                 location = f"{where}:json:{key}"
             else:
                 location = where
-            tail = tail[: match.start(3)] + MARKER
+            tail = tail[: match.start("secret")] + MARKER
             found.append({"location": location, "rule": rule, "stage": self.stage})
         return head + tail
 

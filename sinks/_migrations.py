@@ -95,7 +95,18 @@ SETTINGS non_replicated_deduplication_window = 10000
 _K8S_PATH = r"^/apis?/(?:[^/]+/)?v[0-9][a-z0-9]*/(?:namespaces/[^/]+/)?{resource}(?:/{name}(?:/[^/]+)?)?/?$"
 _K8S_RESOURCE = _K8S_PATH.format(resource="([^/]+)", name="[^/]+")
 _K8S_NAME = _K8S_PATH.format(resource="[^/]+", name="([^/]+)")
-_K8S_VERBS = f"""
+# The measures of k8s_api_calls, after its verb and resource (migration 2, then 4).
+_K8S_API_CALLS = """
+    count() AS calls,
+    sum(sample_weight) AS weighted_calls,
+    countIf(coalesce(status, 0) >= 400 OR outcome != 'COMPLETED') AS failures,
+    quantile(0.99)(duration_us) AS p99_us
+FROM exchanges
+WHERE traffic_class = 'k8s-api'
+GROUP BY minute, service, pod, verb, resource
+"""
+_K8S_VERBS = (
+    f"""
 CREATE OR REPLACE VIEW k8s_api_calls AS
 WITH extract(path, '{_K8S_NAME}') != '' AS named
 SELECT
@@ -111,15 +122,9 @@ SELECT
         method = 'PATCH', 'patch',
         method = 'DELETE', if(named, 'delete', 'deletecollection'),
         lower(method)
-    ) AS verb,
-    count() AS calls,
-    sum(sample_weight) AS weighted_calls,
-    countIf(coalesce(status, 0) >= 400 OR outcome != 'COMPLETED') AS failures,
-    quantile(0.99)(duration_us) AS p99_us
-FROM exchanges
-WHERE traffic_class = 'k8s-api'
-GROUP BY minute, service, pod, verb, resource
-"""  # noqa: S608 - only this module's constant regexes go in
+    ) AS verb,"""
+    + _K8S_API_CALLS
+)
 
 
 @dataclass(frozen=True)
@@ -174,22 +179,17 @@ GROUP BY minute, service, traffic_class, route
 )
 # Kubernetes verbs from HTTP: a GET with watch=true is a watch; the resource is the path segment
 # after the (group/)version and the optional namespaces/<ns>.
-_K8S_API = """
+_K8S_API = (
+    """
 CREATE VIEW IF NOT EXISTS k8s_api_calls AS
 SELECT
     toStartOfMinute(start_time) AS minute,
     service,
     pod,
     if(method = 'GET' AND match(query, '(^|&)watch=(1|true)'), 'watch', lower(method)) AS verb,
-    extract(path, '^/apis?/(?:[^/]+/)?v[0-9][a-z0-9]*/(?:namespaces/[^/]+/)?([^/?]+)') AS resource,
-    count() AS calls,
-    sum(sample_weight) AS weighted_calls,
-    countIf(coalesce(status, 0) >= 400 OR outcome != 'COMPLETED') AS failures,
-    quantile(0.99)(duration_us) AS p99_us
-FROM exchanges
-WHERE traffic_class = 'k8s-api'
-GROUP BY minute, service, pod, verb, resource
-"""
+    extract(path, '^/apis?/(?:[^/]+/)?v[0-9][a-z0-9]*/(?:namespaces/[^/]+/)?([^/?]+)') AS resource,"""
+    + _K8S_API_CALLS
+)
 _REMOTES = """
 CREATE VIEW IF NOT EXISTS top_remote_addresses AS
 SELECT service, remote_address, count() AS requests, sum(sample_weight) AS weighted_requests,

@@ -20,7 +20,17 @@ from .config import Settings
 from .errors import TrafficreelError
 from .render import json_default, jsonable
 
-__all__ = ["cell", "deserializer_for", "err", "key_values", "out", "parse_time", "reported", "settings_of"]
+__all__ = [
+    "cell",
+    "deserializer_for",
+    "err",
+    "key_values",
+    "out",
+    "parse_time",
+    "plain",
+    "reported",
+    "settings_of",
+]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

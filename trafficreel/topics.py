@@ -144,12 +144,19 @@ def _end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) 
         raise KafkaError(f"could not read the offsets of {topic}[{partition}]: {exc.args[0]}") from exc
 
 
+def _cluster_metadata(conf: dict[str, Any], timeout: float) -> Any:
+    try:
+        return _admin(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaError(
+            f"could not reach Kafka at {conf.get('bootstrap.servers')}: {exc.args[0]}; "
+            "is the broker running (trafficreel up)?"
+        ) from exc
+
+
 def partition_counts(conf: dict[str, Any], names: list[str], timeout: float = 10.0) -> dict[str, int]:
     """How many partitions each of these topics has (topics that do not exist are left out)."""
-    try:
-        metadata = _admin(conf).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaError(f"could not reach Kafka at {conf.get('bootstrap.servers')}: {exc.args[0]}") from exc
+    metadata = _cluster_metadata(conf, timeout)
     return {
         name: len(topic.partitions)
         for name in names
@@ -159,14 +166,7 @@ def partition_counts(conf: dict[str, Any], names: list[str], timeout: float = 10
 
 def describe_topics(conf: dict[str, Any], names: list[str], timeout: float = 10.0) -> list[TopicInfo]:
     """Partitions, leaders and offsets of existing topics (missing ones are left out)."""
-    admin = _admin(conf)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaError(
-            f"could not reach Kafka at {conf.get('bootstrap.servers')}: {exc.args[0]}; "
-            "is the broker running (trafficreel up)?"
-        ) from exc
+    metadata = _cluster_metadata(conf, timeout)
     consumer = Consumer(
         {
             **conf,
