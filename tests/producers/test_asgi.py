@@ -287,9 +287,14 @@ def test_secrets_inside_bodies_are_redacted_before_the_record_leaves(servers: An
 
 
 def _run_direct(
-    app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]], raises: bool = False
+    app: Any,
+    messages: list[dict[str, Any]],
+    headers: list[tuple[bytes, bytes]],
+    raises: bool = False,
+    around: Any = None,
 ) -> Any:
-    """One request straight through the middleware (no server); returns the record."""
+    """One request straight through the middleware (no server), or through ``around(middleware)``
+    (a layer outside it); returns the record."""
     import asyncio
 
     recorder = CapturingRecorder()
@@ -310,8 +315,9 @@ def _run_direct(
         "headers": headers,
         "http_version": "1.1",
     }
+    recorded = TrafficRecorder(app, recorder=recorder)
     with pytest.raises(RuntimeError) if raises else contextlib.nullcontext():
-        asyncio.run(TrafficRecorder(app, recorder=recorder)(scope, receive, send))
+        asyncio.run((around(recorded) if around else recorded)(scope, receive, send))
     (record,) = recorder.records
     return record
 
@@ -360,7 +366,6 @@ def test_trailers_announced_but_never_sent_leave_the_response_unfinished() -> No
 def test_headers_are_recorded_as_they_passed_this_layer() -> None:
     """Layers around the recorder (GZip, CORS …) edit header lists in place after they passed;
     the record keeps them as the app sent them, and the request's as the server gave them."""
-    import asyncio
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         scope["headers"].append((b"x-added-inside", b"1"))
@@ -369,32 +374,18 @@ def test_headers_are_recorded_as_they_passed_this_layer() -> None:
         )
         await send({"type": "http.response.body", "body": b"plain text"})
 
-    recorder = CapturingRecorder()
-    recorded = TrafficRecorder(app, recorder=recorder)
+    def editing_layer(recorded: Any) -> Any:
+        async def outer(scope: Any, receive: Any, send: Any) -> None:
+            async def editing_send(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"].append((b"content-encoding", b"gzip"))
+                await send(message)
 
-    async def outer(scope: Any, receive: Any, send: Any) -> None:
-        async def editing_send(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"].append((b"content-encoding", b"gzip"))
-            await send(message)
+            await recorded(scope, receive, editing_send)
 
-        await recorded(scope, receive, editing_send)
+        return outer
 
-    async def receive() -> Any:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        pass
-
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "headers": [(b"host", b"x")],
-    }
-    asyncio.run(outer(scope, receive, send))
-    (record,) = recorder.records
+    request = [{"type": "http.request", "body": b"", "more_body": False}]
+    record = _run_direct(app, request, [(b"host", b"x")], around=editing_layer)
     assert [h["name"] for h in record["response"]["headers"]] == [b"content-type"]
     assert [h["name"] for h in record["request"]["headers"]] == [b"host"]
