@@ -30,6 +30,11 @@ records ClickHouse still refuses are found by inserting halves and go to the dea
 The deduplication token also holds a digest of the batch's ids, so records of a recreated topic
 at the offsets of earlier ones are not taken for them; the per-minute aggregate drops repeated
 inserts too (``non_replicated_deduplication_window``).
+
+Batches are pipelined, one deep: while ClickHouse stores a batch (a thread of its own, waiting on
+the HTTP request without the GIL), the loop reads and prepares the next. Stores run one at a time,
+in order, and a batch's offsets are committed once its store returned, before the next batch's
+store begins; so every rule above holds as if the batches ran one after the other.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +66,10 @@ __all__ = ["ClickHouseSink", "SinkStats", "migrate"]
 log = get_logger("trafficreel.sinks")
 _DAY_US = 86_400_000_000  # the table's partitions are UTC days
 _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
-# Ids per duplicate lookup: 37 bytes each, the statement stays under ClickHouse's max_query_size
-# (256 KiB by default).
-_LOOKUP_IDS = 4000
+# Ids per duplicate lookup: 37 bytes each. The lookup raises max_query_size (256 KiB by default)
+# to hold them: every lookup reads the id index of the batch's time range once.
+_LOOKUP_IDS = 20_000
+_LOOKUP_SETTINGS = {"max_query_size": 2 << 20}
 _ID_TEXT = re.compile(r"[0-9a-fA-F-]{1,64}")  # an id that may go into a statement as it is
 
 
@@ -118,9 +125,19 @@ class _Item:
 
 @dataclass
 class _Batch:
-    started: float
+    started: float  # perf_counter when its first record was read
     messages: list[Message] = field(default_factory=list)
     size: int = 0
+
+
+@dataclass
+class _Store:
+    """A batch being stored by the insert thread; its offsets are committed when it is done."""
+
+    done: Future[None]
+    ends: dict[tuple[str, int], int]  # next offset of each partition the batch read
+    messages: int
+    started: float  # perf_counter when its first record was read
 
 
 def _message(raw: KafkaMessage) -> Message:
@@ -179,8 +196,8 @@ class ClickHouseSink:
         *,
         group: str = "trafficreel-sink",
         deserializer: Deserializer | None = None,
-        batch_rows: int = 5000,
-        batch_bytes: int = 16 << 20,
+        batch_rows: int = 10_000,
+        batch_bytes: int = 32 << 20,
         batch_seconds: float = 0.5,
         on_batch: Callable[[int, float], None] | None = None,
         on_insert: Callable[[int, float], None] | None = None,
@@ -218,13 +235,15 @@ class ClickHouseSink:
         )
         self._kafka_config = kafka_config
         self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
-        self._dlq_sent = 0
+        self._dlq_lock = threading.Lock()  # dead letters come from the loop and the insert thread
         self._dlq_failed: list[str] = []
         self._batch: _Batch | None = None
+        self._storing: _Store | None = None
 
     # -- partitions ------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._stored()  # nothing is being stored while the stored offsets are read
         stored = self._stored_offsets({p.topic for p in partitions})
         committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
         ahead = {
@@ -296,7 +315,7 @@ class ClickHouseSink:
         return found
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._flush_batch()  # every partition's records, while they are still ours to commit
+        self._flush_batch(wait=True)  # every partition's records, while they are still ours to commit
         for p in partitions:
             self.assigned.discard((p.topic, p.partition))
             self.stats.lag.pop((p.topic, p.partition), None)
@@ -325,7 +344,8 @@ class ClickHouseSink:
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
-                for raw in self._consumer.consume(1000, 0.2):
+                # While a batch is being stored, the loop comes back soon to commit it.
+                for raw in self._consumer.consume(1000, 0.2 if self._storing is None else 0.02):
                     error = raw.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
@@ -334,62 +354,89 @@ class ClickHouseSink:
                     message = _message(raw)
                     batch = self._batch
                     if batch is None:
-                        batch = self._batch = _Batch(time.monotonic())
+                        batch = self._batch = _Batch(time.perf_counter())
                     batch.messages.append(message)
                     batch.size += len(message.value or b"")
                     if len(batch.messages) >= self.batch_rows or batch.size >= self.batch_bytes:
                         self._flush_batch()
-                if self._batch is not None and time.monotonic() - self._batch.started >= self.batch_seconds:
+                batch = self._batch
+                if batch is not None and time.perf_counter() - batch.started >= self.batch_seconds:
                     self._flush_batch()
+                if self._storing is not None and self._storing.done.done():
+                    self._stored()  # commit as soon as it is stored (and raise what the store raised)
                 self._producer.poll(0)
-            self._flush_batch()
+            self._flush_batch(wait=True)
         finally:
             self._producer.flush(30)
             self._consumer.close()
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _flush_batch(self) -> None:
-        """Store the records of every partition read since the last flush, then commit them."""
+    def _flush_batch(self, wait: bool = False) -> None:
+        """Hand the records of every partition read since the last flush to the insert thread,
+        once the batch before them is stored and committed; ``wait``: until they are too."""
         batch, self._batch = self._batch, None
-        if batch is None or not batch.messages:
+        if batch is not None and batch.messages:
+            by_partition: dict[tuple[str, int], list[_Item]] = {}
+            ends: dict[tuple[str, int], int] = {}
+            for message in batch.messages:
+                key = (message.topic, message.partition)
+                ends[key] = message.offset + 1
+                try:
+                    item = self._item(message)
+                except DecodeError as exc:
+                    self._dead_letter(message, exc.reason, str(exc))
+                else:
+                    by_partition.setdefault(key, []).append(item)
+            self._stored()
+            # Dead letters reach the broker before any row past them is stored.
+            self._dead_letters_delivered()
+            done: Future[None] = Future()
+            store = threading.Thread(
+                target=self._store_batch, args=(by_partition, done), name="trafficreel-sink-insert"
+            )
+            store.daemon = True  # a store outliving the loop is only ever an uncommitted one
+            store.start()
+            self._storing = _Store(done, ends, len(batch.messages), batch.started)
+        if wait:
+            self._stored()
+
+    def _stored(self) -> None:
+        """Wait for the batch being stored, commit its offsets (raises what its store raised)."""
+        storing, self._storing = self._storing, None
+        if storing is None:
             return
-        started = time.perf_counter()
-        by_partition: dict[tuple[str, int], list[_Item]] = {}
-        ends: dict[tuple[str, int], int] = {}
-        for message in batch.messages:
-            key = (message.topic, message.partition)
-            ends[key] = message.offset + 1
-            try:
-                item = self._item(message)
-            except DecodeError as exc:
-                self._dead_letter(message, exc.reason, str(exc))
-            else:
-                by_partition.setdefault(key, []).append(item)
-        # Dead letters reach the broker before any row past them is stored. Each insert holds
-        # one day (one part, atomic) and, of each partition, the next run of consecutive offsets
-        # of that day: whatever a crash interrupts, every offset of a partition up to its highest
-        # stored one was handled, so resuming after it is exact.
-        self._dead_letters_delivered()
-        runs = {
-            key: [(day, list(run)) for day, run in itertools.groupby(items, key=_day)]
-            for key, items in by_partition.items()
-        }
-        while runs:
-            by_day: dict[int, list[_Item]] = {}
-            for key in list(runs):
-                day, run = runs[key].pop(0)
-                by_day.setdefault(day, []).extend(run)
-                if not runs[key]:
-                    del runs[key]
-            for day in sorted(by_day):
-                self._insert_day(day, by_day[day])
-                self._dead_letters_delivered()
-        self._commit(ends)
-        for (topic, partition), end in ends.items():
+        storing.done.result()
+        self._commit(storing.ends)
+        for (topic, partition), end in storing.ends.items():
             self._lag(topic, partition, end)
         if self._on_batch is not None:
-            self._on_batch(len(batch.messages), time.perf_counter() - started)
+            self._on_batch(storing.messages, time.perf_counter() - storing.started)
+
+    def _store_batch(self, by_partition: dict[tuple[str, int], list[_Item]], done: Future[None]) -> None:
+        """The insert thread's work: one batch's inserts, in order (``done`` tells how it went)."""
+        try:
+            # Each insert holds one day (one part, atomic) and, of each partition, the next run of
+            # consecutive offsets of that day: whatever a crash interrupts, every offset of a
+            # partition up to its highest stored one was handled, so resuming after it is exact.
+            runs = {
+                key: [(day, list(run)) for day, run in itertools.groupby(items, key=_day)]
+                for key, items in by_partition.items()
+            }
+            while runs:
+                by_day: dict[int, list[_Item]] = {}
+                for key in list(runs):
+                    day, run = runs[key].pop(0)
+                    by_day.setdefault(day, []).extend(run)
+                    if not runs[key]:
+                        del runs[key]
+                for day in sorted(by_day):
+                    self._insert_day(day, by_day[day])
+                    self._dead_letters_delivered()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the loop, by _stored()
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
 
     def _item(self, message: Message) -> _Item:
         """The record's id, start time and Avro body in the current schema, without decoding it
@@ -413,19 +460,19 @@ class ClickHouseSink:
             self.stats.lag[(topic, partition)] = max(0, high - next_offset)
 
     def _dead_letters_delivered(self) -> None:
-        """Dead letters of the batch must be on the broker before its offsets are committed."""
-        if not self._dlq_sent:
-            return
-        self._dlq_sent = 0
+        """Dead letters sent so far must be on the broker before any later offset is stored or
+        committed (the producer sends nothing else)."""
         while len(self._producer):
             self._producer.flush(1.0)
-        if self._dlq_failed:
+        with self._dlq_lock:
             failed, self._dlq_failed = self._dlq_failed, []
+        if failed:
             raise KafkaException(f"{len(failed)} dead letters were refused by the broker, e.g. {failed[0]}")
 
     def _on_dead_letter(self, err: Any, msg: Any) -> None:
         if err is not None:
-            self._dlq_failed.append(str(err))
+            with self._dlq_lock:
+                self._dlq_failed.append(str(err))
 
     def _commit(self, ends: dict[tuple[str, int], int]) -> None:
         # The rows are stored; a commit is what spares the next owner of a partition a re-read
@@ -474,10 +521,10 @@ class ClickHouseSink:
 
     def _insert(self, rows: AvroBatch, token: str) -> None:
         started = time.perf_counter()
-        self.client.command(
-            self._avro.statement,
-            data=rows.payload(),
-            settings={
+        self._avro.send(
+            self.client,
+            rows.payload(),
+            {
                 "insert_deduplicate": 1,
                 "insert_deduplication_token": token,
                 "deduplicate_blocks_in_dependent_materialized_views": 1,
@@ -545,7 +592,7 @@ class ClickHouseSink:
             f"fromUnixTimestamp64Micro({low}, 'UTC') AND fromUnixTimestamp64Micro({high}, 'UTC') "
             f"AND id IN (SELECT toUUIDOrZero(arrayJoin(splitByChar(',', '{ids}'))))"
         )
-        rows = self._retry(lambda: self.client.query(sql).result_rows)
+        rows = self._retry(lambda: self.client.query(sql, settings=_LOOKUP_SETTINGS).result_rows)
         return {row[0] for row in rows}
 
     def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
@@ -560,8 +607,8 @@ class ClickHouseSink:
             headers=headers,  # type: ignore[arg-type]
             on_delivery=self._on_dead_letter,
         )
-        self._dlq_sent += 1
-        self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
+        with self._dlq_lock:
+            self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` until it succeeds, backing off on transient failures (max.poll.interval.ms is

@@ -40,12 +40,12 @@ def sink_command(
     ] = None,
     batch_rows: Annotated[
         int | None,
-        typer.Option(min=1, help="Records per insert at most [env TRAFFICREEL_SINK_BATCH_ROWS, 5000]."),
+        typer.Option(min=1, help="Records per insert at most [env TRAFFICREEL_SINK_BATCH_ROWS, 10000]."),
     ] = None,
     batch_bytes: Annotated[
         int | None,
         typer.Option(
-            min=1024, help="Bytes of records per insert at most [env TRAFFICREEL_SINK_BATCH_BYTES, 16 MiB]."
+            min=1024, help="Bytes of records per insert at most [env TRAFFICREEL_SINK_BATCH_BYTES, 32 MiB]."
         ),
     ] = None,
     batch_seconds: Annotated[
@@ -86,7 +86,9 @@ def sink_command(
         registry=registry,
     )
     seconds = Histogram(
-        "trafficreel_sink_batch_seconds", "Time to decode, insert and commit one batch.", registry=registry
+        "trafficreel_sink_batch_seconds",
+        "Time from a batch's first record read to its offsets committed.",
+        registry=registry,
     )
     insert_seconds = Histogram(
         "trafficreel_sink_insert_seconds",
