@@ -214,13 +214,17 @@ class AvroBatch:
 
     def add(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> None:
         """Add the Avro body ``data[start:]`` of the record at ``topic``/``partition``/``offset``."""
+        self.blocks.append(self.block(data, start, topic, partition, offset))
+
+    def block(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> bytes:
+        """The container block ``add`` adds for a record (built ahead, added with ``blocks``)."""
         prefix = self._coordinates.get((topic, partition))
         if prefix is None:
             name = topic.encode()
             prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
         body = memoryview(data)[start:]
         head = prefix + _long(offset)
-        self.blocks.append(b"".join((b"\x02", _long(len(head) + len(body)), head, body, self._insert.sync)))
+        return b"".join((b"\x02", _long(len(head) + len(body)), head, body, self._insert.sync))
 
     def subset(self, keep: list[int]) -> AvroBatch:
         """A batch of the records at the given positions."""

@@ -121,6 +121,7 @@ class _Item:
     start_time: int  # µs since the epoch
     data: bytes  # framed record; its Avro body starts at ``start``
     start: int
+    block: bytes  # the record as a block of the insert's Avro container (built before the store)
 
 
 @dataclass
@@ -209,6 +210,7 @@ class ClickHouseSink:
         self.deserializer = deserializer or Deserializer()
         current = self.deserializer.reader
         self._avro = AvroInsert(current)
+        self._blocks = AvroBatch(self._avro)  # builds each record's block as it is read
         self._current_header = SINGLE_OBJECT_MAGIC + current.fingerprint
         self._serializer = Serializer(schema=current)
         self.batch_rows, self.batch_bytes, self.batch_seconds = batch_rows, batch_bytes, batch_seconds
@@ -444,11 +446,12 @@ class ClickHouseSink:
         value = message.value or b""
         if value[:_HEADER_LEN] == self._current_header:
             record_id, start_time = read_id_and_start(value, _HEADER_LEN)
-            return _Item(message, record_id, start_time, value, _HEADER_LEN)
-        # Another writer schema, or Confluent framing: resolve to the current schema, re-encode.
-        record = self.deserializer(value)
-        encoded = self._serializer(record)
-        return _Item(message, record["id"], record["start_time"], encoded, _HEADER_LEN)
+        else:
+            # Another writer schema, or Confluent framing: resolve to the current schema, re-encode.
+            record = self.deserializer(value)
+            record_id, start_time, value = record["id"], record["start_time"], self._serializer(record)
+        block = self._blocks.block(value, _HEADER_LEN, message.topic, message.partition, message.offset)
+        return _Item(message, record_id, start_time, value, _HEADER_LEN, block)
 
     def _lag(self, topic: str, partition: int, next_offset: int) -> None:
         # The high watermark as the last fetch reported it: no request to the broker.
@@ -501,8 +504,7 @@ class ClickHouseSink:
                 self.stats.duplicates_skipped += 1
                 continue
             existing.add(record_id)  # a duplicate inside the batch, too
-            message = item.message
-            rows.add(item.data, item.start, message.topic, message.partition, message.offset)
+            rows.blocks.append(item.block)
             kept.append(item)
         if not kept:
             return
