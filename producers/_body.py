@@ -63,14 +63,14 @@ class BodyCapture:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._chunks: list[bytes] = []  # the first `limit` bytes, by reference
+        self._chunks: list[bytes | bytearray] = []  # the first `limit` bytes, by reference
         self._held = 0
         self._digest: Any = None  # created once the body outgrows the limit
         self.size = 0
         self.aborted = False
         self._seen = True
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray) -> None:
         if not chunk:
             return
         self.size += len(chunk)

@@ -107,7 +107,9 @@ class _ReadInto(_TeeInput):
         # Werkzeug (Flask) reads through readinto when the server's stream has it.
         count: int | None = self._inner.readinto(buffer)
         if count:
-            self._capture.feed(bytes(memoryview(buffer)[:count]))
+            # A copy: the caller reuses its buffer. A bytearray's slice is one (a view's is not).
+            copied = buffer[:count] if type(buffer) is bytearray else bytes(memoryview(buffer)[:count])
+            self._capture.feed(copied)
         return count
 
 
@@ -132,21 +134,53 @@ _TEES: dict[tuple[bool, bool], type[_TeeInput]] = {
 }
 
 
+_TEE_OF_TYPE: dict[type, type[_TeeInput]] = {}  # the tee class for each input stream class
+
+
 def _tee(inner: Any, capture: BodyCapture) -> _TeeInput:
-    return _TEES[hasattr(inner, "readinto"), hasattr(inner, "read1")](inner, capture)
+    tee = _TEE_OF_TYPE.get(type(inner))
+    if tee is None:
+        tee = _TEES[hasattr(inner, "readinto"), hasattr(inner, "read1")]
+        if len(_TEE_OF_TYPE) < 64:  # servers have one or two input classes
+            _TEE_OF_TYPE[type(inner)] = tee
+    return tee(inner, capture)
+
+
+def _target(environ: Environ) -> tuple[bytes, bytes]:
+    """Path and query as the client sent them where the server says so, else rebuilt."""
+    raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw_uri:
+        path, _, query = raw_uri.encode("latin-1").partition(b"?")
+        return path, query
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    return path, environ.get("QUERY_STRING", "").encode("latin-1")
 
 
 class _Deferred:
-    """Turns the environ copy and response headers into header pairs, on the recorder's thread."""
+    """Reads the request from the environ copy, and the response's status line and headers, on
+    the recorder's thread: the request path only keeps references."""
 
-    __slots__ = ("environ", "response_headers")
+    __slots__ = ("environ", "response_headers", "status")
 
     def __init__(self, environ: Environ, response_headers: list[tuple[str, str]]) -> None:
         self.environ = environ
         self.response_headers = response_headers
+        self.status: str | None = None
 
     def __call__(self, exchange: PendingExchange) -> None:
-        exchange.req_headers = environ_headers(self.environ)
+        environ = self.environ
+        exchange.method = environ.get("REQUEST_METHOD", "GET")
+        exchange.scheme = environ.get("wsgi.url_scheme", "http")
+        exchange.path, exchange.query = _target(environ)
+        exchange.http_version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
+        exchange.client = _address(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+        exchange.server = _address(environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+        exchange.req_headers = environ_headers(environ)
+        if self.status is not None:
+            try:
+                exchange.status = int(self.status[:3])
+            except ValueError:
+                exchange.status = None
         exchange.resp_headers = [
             (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.response_headers
         ]
@@ -157,7 +191,7 @@ class _Exchange:
 
     __slots__ = (
         "completed",
-        "environ",
+        "deferred",
         "exchange",
         "finished",
         "recorder",
@@ -171,22 +205,19 @@ class _Exchange:
         self.recorder = recorder
         self.exchange = exchange
         self.start_response_inner = start_response
-        self.environ = environ  # a copy taken before the app ran: headers as the server gave them
         self.response_headers: list[tuple[str, str]] = []
         self.finished = False
         self.completed = False
-        # No reference back to this object or the exchange: no reference cycle to leave to the GC.
-        exchange.prepare = _Deferred(environ, self.response_headers)
+        # ``environ`` is a copy taken before the app ran: the request as the server gave it. No
+        # reference back to this object or the exchange: no reference cycle to leave to the GC.
+        self.deferred = exchange.prepare = _Deferred(environ, self.response_headers)
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
         write = self.start_response_inner(status, headers, *((exc_info,) if exc_info else ()))
         ex = self.exchange
-        try:
-            ex.status = int(status[:3])
-        except ValueError:
-            ex.status = None
+        self.deferred.status = status
         self.response_headers[:] = headers
         ex.response_started = True
         ex.resp_body = BodyCapture(self.recorder.policy.limit)
@@ -276,31 +307,12 @@ class TrafficRecorderWSGI:
         if not self._enabled or suppress_recording.get():
             return self.app(environ, start_response)
         start_ns, start_mono = time.time_ns(), time.monotonic_ns()
-        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-        if raw_uri:
-            path, _, query = raw_uri.encode("latin-1").partition(b"?")
-        else:
-            path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
-            query = environ.get("QUERY_STRING", "").encode("latin-1")
-        if self.recorder.exclude and self.recorder.excluded(path):
+        if self.recorder.exclude and self.recorder.excluded(_target(environ)[0]):
             return self.app(environ, start_response)
         req_body = BodyCapture(self._limit)
-        client_port = environ.get("REMOTE_PORT")
-        server_port = environ.get("SERVER_PORT")
-        exchange = PendingExchange(
-            direction="INBOUND",
-            start_ns=start_ns,
-            start_mono=start_mono,
-            method=environ.get("REQUEST_METHOD", "GET"),
-            scheme=environ.get("wsgi.url_scheme", "http"),
-            path=path,
-            query=query,
-            http_version=environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
-            req_headers=(),  # filled from the environ copy off the request path
-            req_body=req_body,
-            client=_address(environ.get("REMOTE_ADDR"), client_port),
-            server=_address(environ.get("SERVER_NAME"), server_port),
-        )
+        # Method, target, version, addresses and headers are read from the environ copy on the
+        # recorder's thread (``_Deferred``).
+        exchange = PendingExchange("INBOUND", start_ns, start_mono, "", "", b"", b"", "", (), req_body)
         if "wsgi.input" in environ:
             environ["wsgi.input"] = _tee(environ["wsgi.input"], req_body)
         exchange.size_hint = 64 * len(environ)
