@@ -163,28 +163,44 @@ class _Compiled:
 
 
 class _View:
-    """Lazily decoded views of one record that several rules look at."""
+    """Views of one record that several rules look at, each worked out when first asked for."""
 
-    __slots__ = ("_headers", "bare_host", "host", "is_api_server", "path", "record")
+    __slots__ = ("_api", "_decoded", "_headers", "_path", "bare_host", "host", "record")
 
     def __init__(self, record: Exchange) -> None:
         self.record = record
-        request = record["request"]
-        host = request["host"] or ""
+        host = record["request"]["host"] or ""
         self.host = host.lower()
         self.bare_host = host_without_port(self.host)
-        api = (record["source"].get("k8s_api_host") or "").lower()
-        self.is_api_server = self.bare_host in K8S_API_HOSTS or (bool(api) and _same_endpoint(self.host, api))
-        self.path = request["path"].decode("latin-1")
-        self._headers: dict[bytes, list[str]] | None = None
+        self._api: bool | None = None
+        self._path: str | None = None
+        self._headers: dict[bytes, list[bytes]] | None = None
+        self._decoded: dict[bytes, list[str]] = {}
+
+    @property
+    def is_api_server(self) -> bool:
+        if self._api is None:
+            api = (self.record["source"].get("k8s_api_host") or "").lower()
+            self._api = self.bare_host in K8S_API_HOSTS or (bool(api) and _same_endpoint(self.host, api))
+        return self._api
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = self.record["request"]["path"].decode("latin-1")
+        return self._path
 
     def header(self, name: bytes) -> list[str]:
-        if self._headers is None:
-            index: dict[bytes, list[str]] = {}
-            for h in self.record["request"]["headers"]:
-                index.setdefault(h["name"].lower(), []).append(h["value"].decode("latin-1").lower())
-            self._headers = index
-        return self._headers.get(name, [])
+        """The values of a request header (lowercase name), decoded and lowercased."""
+        decoded = self._decoded.get(name)
+        if decoded is None:
+            if self._headers is None:
+                index: dict[bytes, list[bytes]] = {}
+                for h in self.record["request"]["headers"]:
+                    index.setdefault(h["name"].lower(), []).append(h["value"])
+                self._headers = index
+            decoded = self._decoded[name] = [v.decode("latin-1").lower() for v in self._headers.get(name, ())]
+        return decoded
 
 
 BUILTIN_RULES: tuple[Rule, ...] = (
@@ -228,6 +244,11 @@ class Classifier:
             raise ValueError(f"rule names must be unique; repeated: {duplicates}")
         self.rules = tuple(chosen)
         self._compiled = tuple(r.compile() for r in chosen)
+        # The rules that can match each direction, in order: a record is tried against those only.
+        self._by_direction = {
+            direction: tuple(c for c in self._compiled if c.direction in (None, direction))
+            for direction in ("INBOUND", "OUTBOUND")
+        }
 
     @property
     def classes(self) -> set[str]:
@@ -235,7 +256,7 @@ class Classifier:
 
     def classify(self, record: Exchange) -> tuple[str, str]:
         view = _View(record)
-        for compiled in self._compiled:
+        for compiled in self._by_direction.get(record["direction"], self._compiled):
             if compiled.matches(record, view):
                 return compiled.rule.traffic_class, compiled.rule.name
         return DEFAULT_CLASS, DEFAULT_RULE
