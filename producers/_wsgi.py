@@ -134,16 +134,8 @@ _TEES: dict[tuple[bool, bool], type[_TeeInput]] = {
 }
 
 
-_TEE_OF_TYPE: dict[type, type[_TeeInput]] = {}  # the tee class for each input stream class
-
-
 def _tee(inner: Any, capture: BodyCapture) -> _TeeInput:
-    tee = _TEE_OF_TYPE.get(type(inner))
-    if tee is None:
-        tee = _TEES[hasattr(inner, "readinto"), hasattr(inner, "read1")]
-        if len(_TEE_OF_TYPE) < 64:  # servers have one or two input classes
-            _TEE_OF_TYPE[type(inner)] = tee
-    return tee(inner, capture)
+    return _TEES[hasattr(inner, "readinto"), hasattr(inner, "read1")](inner, capture)
 
 
 def _target(environ: Environ) -> tuple[bytes, bytes]:

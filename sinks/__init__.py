@@ -1,7 +1,7 @@
 """The ClickHouse sink: class topics into the ``exchanges`` table, each record exactly once."""
 
-from ._migrations import MIGRATIONS, Migration, exchanges_ddl
+from ._migrations import MIGRATIONS, Migration, exchanges_ddl, migrate
 from ._rows import COLUMNS
-from ._sink import ClickHouseSink, SinkStats, migrate
+from ._sink import ClickHouseSink, SinkStats
 
 __all__ = ["COLUMNS", "MIGRATIONS", "ClickHouseSink", "Migration", "SinkStats", "exchanges_ddl", "migrate"]

@@ -191,6 +191,18 @@ class AvroInsert:
         self.target = f"{table} ({', '.join(COLUMNS)}) SELECT {select} FROM input('{structure}')"  # noqa: S608
         self.statement = f"INSERT INTO {self.target} FORMAT Avro"
         self.extended = extended  # the schema of the container: exchange + Kafka coordinates
+        self._coordinates: dict[tuple[str, int], bytes] = {}  # encoded topic and partition
+
+    def block(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> bytes:
+        """The container block of the record at ``topic``/``partition``/``offset`` whose Avro
+        body is ``data[start:]``: its coordinates, then its own bytes."""
+        prefix = self._coordinates.get((topic, partition))
+        if prefix is None:
+            name = topic.encode()
+            prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
+        body = memoryview(data)[start:]
+        head = prefix + _long(offset)
+        return b"".join((b"\x02", _long(len(head) + len(body)), head, body, self.sync))
 
     def send(self, client: Any, payload: bytes, settings: dict[str, Any] | None = None) -> None:
         """Insert a container (``AvroBatch.payload()``) with a clickhouse-connect client.
@@ -206,7 +218,6 @@ class AvroBatch:
 
     def __init__(self, insert: AvroInsert) -> None:
         self._insert = insert
-        self._coordinates: dict[tuple[str, int], bytes] = {}
         self.blocks: list[bytes] = []
 
     def __len__(self) -> int:
@@ -214,17 +225,7 @@ class AvroBatch:
 
     def add(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> None:
         """Add the Avro body ``data[start:]`` of the record at ``topic``/``partition``/``offset``."""
-        self.blocks.append(self.block(data, start, topic, partition, offset))
-
-    def block(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> bytes:
-        """The container block ``add`` adds for a record (built ahead, added with ``blocks``)."""
-        prefix = self._coordinates.get((topic, partition))
-        if prefix is None:
-            name = topic.encode()
-            prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
-        body = memoryview(data)[start:]
-        head = prefix + _long(offset)
-        return b"".join((b"\x02", _long(len(head) + len(body)), head, body, self._insert.sync))
+        self.blocks.append(self._insert.block(data, start, topic, partition, offset))
 
     def subset(self, keep: list[int]) -> AvroBatch:
         """A batch of the records at the given positions."""

@@ -19,8 +19,13 @@ of the record it came from:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["MIGRATIONS", "Migration", "exchanges_ddl"]
+from trafficreel.logs import get_logger
+
+__all__ = ["MIGRATIONS", "Migration", "exchanges_ddl", "migrate"]
+
+log = get_logger("trafficreel.sinks")
 
 _BODY = """
     {p}_body_data Nullable(String) CODEC(ZSTD(3)),
@@ -224,3 +229,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "k8s_api_calls: the API server's own verbs (list, create, deletecollection …)", (_K8S_VERBS,)
     ),
 )
+
+
+def migrate(client: Any, ttl_days: int | None = None) -> list[int]:
+    """Apply pending migrations and the row TTL (None: none); returns the versions applied now."""
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, description String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            client.command(statement)
+        client.insert(
+            "schema_migrations", [[migration.version, migration.description]], ["version", "description"]
+        )
+        applied.append(migration.version)
+        log.info("applied migration", version=migration.version, description=migration.description)
+    current = client.command(
+        "SELECT create_table_query FROM system.tables "
+        "WHERE database = currentDatabase() AND name = 'exchanges'"
+    )
+    if ttl_days:
+        client.command(
+            f"ALTER TABLE exchanges MODIFY TTL toDateTime(start_time) + INTERVAL {int(ttl_days)} DAY"
+        )
+    elif " TTL " in str(current):
+        client.command("ALTER TABLE exchanges REMOVE TTL")
+    return applied

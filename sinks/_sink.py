@@ -44,7 +44,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +59,8 @@ from trafficreel.streams._process import DeadLetter, dead_letter_headers
 from trafficreel.streams._sender import Message
 
 from ._avro import AvroBatch, AvroInsert, read_id_and_start
-from ._migrations import MIGRATIONS
 
-__all__ = ["ClickHouseSink", "SinkStats", "migrate"]
+__all__ = ["ClickHouseSink", "SinkStats"]
 
 log = get_logger("trafficreel.sinks")
 _DAY_US = 86_400_000_000  # the table's partitions are UTC days
@@ -71,37 +70,6 @@ _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
 _LOOKUP_IDS = 20_000
 _LOOKUP_SETTINGS = {"max_query_size": 2 << 20}
 _ID_TEXT = re.compile(r"[0-9a-fA-F-]{1,64}")  # an id that may go into a statement as it is
-
-
-def migrate(client: Any, ttl_days: int | None = None) -> list[int]:
-    """Apply pending migrations and the row TTL (None: none); returns the versions applied now."""
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, description String, "
-        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
-    )
-    done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
-    applied = []
-    for migration in MIGRATIONS:
-        if migration.version in done:
-            continue
-        for statement in migration.statements:
-            client.command(statement)
-        client.insert(
-            "schema_migrations", [[migration.version, migration.description]], ["version", "description"]
-        )
-        applied.append(migration.version)
-        log.info("applied migration", version=migration.version, description=migration.description)
-    current = client.command(
-        "SELECT create_table_query FROM system.tables "
-        "WHERE database = currentDatabase() AND name = 'exchanges'"
-    )
-    if ttl_days:
-        client.command(
-            f"ALTER TABLE exchanges MODIFY TTL toDateTime(start_time) + INTERVAL {int(ttl_days)} DAY"
-        )
-    elif " TTL " in str(current):
-        client.command("ALTER TABLE exchanges REMOVE TTL")
-    return applied
 
 
 @dataclass
@@ -119,8 +87,7 @@ class _Item:
     message: Message
     id: str
     start_time: int  # µs since the epoch
-    data: bytes  # framed record; its Avro body starts at ``start``
-    start: int
+    data: bytes  # framed record in the current schema; its Avro body starts at _HEADER_LEN
     block: bytes  # the record as a block of the insert's Avro container (built before the store)
 
 
@@ -151,6 +118,25 @@ def _message(raw: KafkaMessage) -> Message:
 
 def _day(item: _Item) -> int:
     return item.start_time // _DAY_US
+
+
+def _inserts(by_partition: dict[tuple[str, int], list[_Item]]) -> Iterator[tuple[int, list[_Item]]]:
+    """A batch's inserts, in order: each holds one day (one part, atomic) and, of each partition,
+    the next run of consecutive offsets of that day. Whatever a crash interrupts, every offset of a
+    partition up to its highest stored one was handled, so resuming after it is exact."""
+    runs = {
+        key: [(day, list(run)) for day, run in itertools.groupby(items, key=_day)]
+        for key, items in by_partition.items()
+    }
+    while runs:
+        by_day: dict[int, list[_Item]] = {}
+        for key in list(runs):
+            day, run = runs[key].pop(0)
+            by_day.setdefault(day, []).extend(run)
+            if not runs[key]:
+                del runs[key]
+        for day in sorted(by_day):
+            yield day, by_day[day]
 
 
 def _ranges(items: list[_Item]) -> str:
@@ -210,7 +196,6 @@ class ClickHouseSink:
         self.deserializer = deserializer or Deserializer()
         current = self.deserializer.reader
         self._avro = AvroInsert(current)
-        self._blocks = AvroBatch(self._avro)  # builds each record's block as it is read
         self._current_header = SINGLE_OBJECT_MAGIC + current.fingerprint
         self._serializer = Serializer(schema=current)
         self.batch_rows, self.batch_bytes, self.batch_seconds = batch_rows, batch_bytes, batch_seconds
@@ -418,23 +403,9 @@ class ClickHouseSink:
     def _store_batch(self, by_partition: dict[tuple[str, int], list[_Item]], done: Future[None]) -> None:
         """The insert thread's work: one batch's inserts, in order (``done`` tells how it went)."""
         try:
-            # Each insert holds one day (one part, atomic) and, of each partition, the next run of
-            # consecutive offsets of that day: whatever a crash interrupts, every offset of a
-            # partition up to its highest stored one was handled, so resuming after it is exact.
-            runs = {
-                key: [(day, list(run)) for day, run in itertools.groupby(items, key=_day)]
-                for key, items in by_partition.items()
-            }
-            while runs:
-                by_day: dict[int, list[_Item]] = {}
-                for key in list(runs):
-                    day, run = runs[key].pop(0)
-                    by_day.setdefault(day, []).extend(run)
-                    if not runs[key]:
-                        del runs[key]
-                for day in sorted(by_day):
-                    self._insert_day(day, by_day[day])
-                    self._dead_letters_delivered()
+            for day, items in _inserts(by_partition):
+                self._insert_day(day, items)
+                self._dead_letters_delivered()
         except BaseException as exc:  # noqa: BLE001 - raised again in the loop, by _stored()
             done.set_exception(exc)
         else:
@@ -450,8 +421,8 @@ class ClickHouseSink:
             # Another writer schema, or Confluent framing: resolve to the current schema, re-encode.
             record = self.deserializer(value)
             record_id, start_time, value = record["id"], record["start_time"], self._serializer(record)
-        block = self._blocks.block(value, _HEADER_LEN, message.topic, message.partition, message.offset)
-        return _Item(message, record_id, start_time, value, _HEADER_LEN, block)
+        block = self._avro.block(value, _HEADER_LEN, message.topic, message.partition, message.offset)
+        return _Item(message, record_id, start_time, value, block)
 
     def _lag(self, topic: str, partition: int, next_offset: int) -> None:
         # The high watermark as the last fetch reported it: no request to the broker.
