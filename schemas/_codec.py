@@ -40,7 +40,9 @@ _SINGLE_HEADER = 10  # magic (2) + fingerprint (8)
 _CONFLUENT_HEADER = 5  # magic (1) + schema id (4)
 _SCHEMA_ID = struct.Struct(">I")
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error)
-_DECODE_ERRORS = (ValueError, struct.error, UnicodeDecodeError, OverflowError, MemoryError)
+_DECODE_ERRORS = (
+    IndexError, EOFError, ValueError, struct.error, UnicodeDecodeError, OverflowError, MemoryError,
+)  # fmt: skip
 
 
 class TopicContext(Protocol):
@@ -137,10 +139,19 @@ class Deserializer:
         writer, start = self.framing(data)
         return self._read(data, start, writer)
 
-    def decode_framed(self, data: bytes) -> tuple[Exchange, WriterSchema, int]:
-        """The record, the schema it was written with, and where its Avro body starts in ``data``."""
+    def decode_split(self, data: bytes, field: str) -> tuple[Exchange, WriterSchema, int, int | None]:
+        """The record, the schema it was written with, where its Avro body starts in ``data``, and
+        where the encoding of the top-level ``field`` starts (``None`` when the data was written
+        with another schema than the reader's: its bytes do not line up with the reader's)."""
         writer, start = self.framing(data)
-        return self._read(data, start, writer), writer, start
+        if writer.fingerprint != self.reader.fingerprint:
+            return self._read(data, start, writer), writer, start, None
+        try:
+            record, end, split = writer.split_decoder(field)(data, start)
+        except _DECODE_ERRORS as exc:
+            raise _decode_error(exc, data) from exc
+        _check_end(data, end)
+        return cast(Exchange, record), writer, start, split
 
     def framing(self, data: bytes) -> tuple[WriterSchema, int]:
         """The writer schema of framed data and the offset of its Avro body; DecodeError if unknown."""
@@ -198,12 +209,8 @@ class Deserializer:
         if writer.fingerprint == self.reader.fingerprint:
             try:
                 record, end = writer.decoder(data, start)
-            except (IndexError, EOFError) as exc:
-                raise DecodeError("truncated", f"the Avro body ends early: {exc}", data) from exc
             except _DECODE_ERRORS as exc:
-                raise DecodeError(
-                    "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data
-                ) from exc
+                raise _decode_error(exc, data) from exc
         else:
             buf = io.BytesIO(data)
             buf.seek(start)
@@ -216,7 +223,17 @@ class Deserializer:
                     "malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data
                 ) from exc
             end = buf.tell()
-        rest = len(data) - end
-        if rest:
-            raise DecodeError("malformed", f"{rest} unexpected bytes after the Avro body", data)
+        _check_end(data, end)
         return cast(Exchange, record)
+
+
+def _decode_error(exc: Exception, data: bytes) -> DecodeError:
+    if isinstance(exc, (IndexError, EOFError)):
+        return DecodeError("truncated", f"the Avro body ends early: {exc}", data)
+    return DecodeError("malformed", f"the Avro body is invalid: {type(exc).__name__}: {exc}", data)
+
+
+def _check_end(data: bytes, end: int) -> None:
+    rest = len(data) - end
+    if rest:
+        raise DecodeError("malformed", f"{rest} unexpected bytes after the Avro body", data)

@@ -17,9 +17,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Decoder", "compile_decoder"]
+__all__ = ["Decoder", "SplitDecoder", "compile_decoder", "compile_split_decoder"]
 
 Decoder = Callable[[bytes, int], tuple[Any, int]]
+SplitDecoder = Callable[[bytes, int], tuple[Any, int, int]]
 
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -40,18 +41,31 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
-def _short(wanted: int, got: int) -> None:
-    if wanted < 0:
-        raise ValueError(f"negative length {wanted}")
-    raise EOFError(f"expected {wanted} bytes, {got} left")
+def _length(data: bytes, pos: int) -> tuple[int, int]:
+    """A length that did not fit in one byte, or a negative one (an error)."""
+    b = data[pos]
+    if b >= 128 and data[pos + 1] < 128:
+        n, pos = (b & 0x7F) | (data[pos + 1] << 7), pos + 2
+        n = (n >> 1) ^ -(n & 1)
+    else:
+        n, pos = _long(data, pos)
+    if n < 0:
+        raise ValueError(f"negative length {n}")
+    return n, pos
+
+
+def _short(end: int, size: int) -> None:
+    raise EOFError(f"expected {end - size} more bytes")
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, split_at: str | None = None) -> None:
+        self.split_at = split_at
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {
             "_long": _long,
             "_short": _short,
+            "_length": _length,
             "_unpack_d": struct.Struct("<d").unpack_from,
             "_unpack_f": struct.Struct("<f").unpack_from,
         }
@@ -93,12 +107,26 @@ class _Compiler:
         self.emit(depth, "else:")
         self.emit(depth + 1, f"{target}, pos = _long(data, pos)")
 
+    def length(self, target: str, depth: int) -> None:
+        """``target`` = the next length: a long that must not be negative (odd once zigzagged)."""
+        self.emit(depth, f"{target} = data[pos]")
+        self.emit(depth, f"if {target} < 128 and not {target} & 1:")
+        self.emit(depth + 1, f"{target} >>= 1; pos += 1")
+        # Lengths below 8 KiB take two bytes: read them here, not in a call.
+        self.emit(depth, f"elif {target} & 129 == 128 and data[pos + 1] < 128:")
+        self.emit(depth + 1, f"{target} = ((({target} & 127) | (data[pos + 1] << 7))) >> 1; pos += 2")
+        self.emit(depth, "else:")
+        self.emit(depth + 1, f"{target}, pos = _length(data, pos)")
+
     def raw(self, target: str, depth: int) -> None:
-        """``target`` = the next length-prefixed bytes."""
+        """``target`` = the next length-prefixed bytes.
+
+        A slice past the end is cut short without a word; ``decode`` checks once, at the end,
+        that no read went past the data (every read of a single byte raises IndexError there).
+        """
         n = self.var("n")
-        self.long(n, depth)
+        self.length(n, depth)
         self.emit(depth, f"{target} = data[pos:pos + {n}]")
-        self.emit(depth, f"if len({target}) != {n} or {n} < 0: _short({n}, len(data) - pos)")
         self.emit(depth, f"pos += {n}")
 
     def value(self, schema: Any, target: str, depth: int, namespace: str) -> None:
@@ -130,6 +158,8 @@ class _Compiler:
             ns = self.register(schema, namespace)
             names = []
             for field in schema["fields"]:
+                if target == "record" and field["name"] == self.split_at:  # a field of the top record
+                    self.emit(depth, "split = pos")
                 v = self.var("v")
                 self.value(field["type"], v, depth, ns)
                 names.append(f"{field['name']!r}: {v}")
@@ -152,7 +182,6 @@ class _Compiler:
             self.register(schema, namespace)
             size = int(schema["size"])
             self.emit(depth, f"{target} = data[pos:pos + {size}]")
-            self.emit(depth, f"if len({target}) != {size}: _short({size}, len(data) - pos)")
             self.emit(depth, f"pos += {size}")
         elif kind in ("array", "map"):
             count, item = self.var("c"), self.var("x")
@@ -199,10 +228,28 @@ class _Compiler:
 
 def compile_decoder(schema: dict[str, Any]) -> Decoder:
     """Return ``decode(data, pos) -> (record, end)`` reading Avro binary written with ``schema``."""
-    compiler = _Compiler()
+    decode: Decoder = _compile(schema, None)
+    return decode
+
+
+def compile_split_decoder(schema: dict[str, Any], field: str) -> SplitDecoder:
+    """Return ``decode(data, pos) -> (record, end, split)``, ``split`` being where the encoding of
+    the top-level record's ``field`` starts (the fields from there on are ``data[split:end]``)."""
+    if field not in [f["name"] for f in schema.get("fields", ())]:
+        raise ValueError(f"the record has no field {field!r}")
+    decode: SplitDecoder = _compile(schema, field)
+    return decode
+
+
+def _compile(schema: dict[str, Any], split_at: str | None) -> Any:
+    compiler = _Compiler(split_at)
     compiler.value(schema, "record", 1, schema.get("namespace", ""))
-    source = "def decode(data, pos):\n" + "\n".join(compiler.lines) + "\n    return record, pos\n"
+    returned = "record, pos" if split_at is None else "record, pos, split"
+    source = (
+        "def decode(data, pos):\n"
+        + "\n".join(compiler.lines)
+        + f"\n    if pos > len(data): _short(pos, len(data))\n    return {returned}\n"
+    )
     namespace: dict[str, Any] = dict(compiler.consts)
     exec(compile(source, f"<avro decoder {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - our own generated code
-    decode: Decoder = namespace["decode"]
-    return decode
+    return namespace["decode"]

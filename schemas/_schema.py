@@ -16,7 +16,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from ._decoder import Decoder, compile_decoder
+from ._decoder import Decoder, SplitDecoder, compile_decoder, compile_split_decoder
 from ._encoder import Encoder, compile_encoder
 
 __all__ = [
@@ -91,6 +91,14 @@ class WriterSchema:
     def decoder(self) -> Decoder:
         """The compiled binary decoder of data written with this schema (see ``_decoder``)."""
         return compile_decoder(_strip_logical_types(self.json))
+
+    def split_decoder(self, field: str) -> SplitDecoder:
+        """The compiled decoder that also says where the top-level ``field`` starts; built once."""
+        cache: dict[str, SplitDecoder] = self.__dict__.setdefault("_split_decoders", {})
+        found = cache.get(field)
+        if found is None:
+            found = cache[field] = compile_split_decoder(_strip_logical_types(self.json), field)
+        return found
 
     @property
     def text(self) -> str:

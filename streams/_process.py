@@ -6,8 +6,8 @@ unit tests all run the same code.
 
 Encoding takes a shortcut when it is safe: the stream fields (class, rule, route, weight,
 redactions, tags) are the last ones of the record, so when the record was written with the current
-schema and nothing before them changed, the output is the input's bytes up to those fields plus
-their new encoding — checked byte for byte against the input's own tail before it is used.
+schema and nothing before them changed, the output is the input's bytes up to those fields (the
+decoder says where they start) plus their new encoding.
 """
 
 from __future__ import annotations
@@ -132,21 +132,21 @@ class Processor:
     def process(self, value: bytes | None, topic: str, partition: int = 0) -> Processed | DeadLetter:
         """The routed record for one raw message value, read from ``topic`` and ``partition``."""
         try:
-            record, writer, start = self.deserializer.decode_framed(value or b"")
+            record, writer, start, tail_at = self.deserializer.decode_split(value or b"", _TAIL_FIELDS[0])
         except DecodeError as exc:
             return DeadLetter(exc.reason, str(exc), "decode")
         try:
-            same_writer = writer.fingerprint == self._schema.fingerprint
-            return self._process(record, value or b"", same_writer, start, partition)
+            if writer.fingerprint != self._schema.fingerprint:
+                tail_at = None
+            return self._process(record, value or b"", start, tail_at, partition)
         except EncodeError as exc:
             return DeadLetter("encode-error", str(exc), "encode")
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             return DeadLetter("process-error", f"{type(exc).__name__}: {exc}", "process")
 
     def _process(
-        self, record: Exchange, data: bytes, same_writer: bool, start: int, partition: int
+        self, record: Exchange, data: bytes, start: int, tail_at: int | None, partition: int
     ) -> Processed:
-        old_tail = self._encode_tail(record) if same_writer else None
         traffic_class, rule = self.classifier.classify(record)
         service = record["source"]["service"]
         route = self.routes.route(service, record["request"]["path"])
@@ -162,9 +162,9 @@ class Processor:
         record["route"] = route
         record["sample_weight"] = decision.weight
         header = self._header(out_topic)
-        if old_tail is not None and not changed and data.endswith(old_tail):
+        if tail_at is not None and not changed:
             # Everything before the stream fields is unchanged: reuse its bytes.
-            value = header + data[start : len(data) - len(old_tail)] + self._encode_tail(record)
+            value = header + data[start:tail_at] + self._encode_tail(record)
         else:
             value = self.serializer(record, _Topic(out_topic))
         return Processed(out_topic, value, traffic_class, decision.reason, record["id"], service)

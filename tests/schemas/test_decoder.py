@@ -137,3 +137,49 @@ def test_varint_widths_and_out_of_range_indexes() -> None:
         bad = data[:position] + bytes([byte]) + data[position + 1 :]
         with pytest.raises(ValueError, match="out of range"):
             decode(bad, 0)
+
+
+def test_lengths_at_every_width_and_negative_lengths() -> None:
+    """Strings and bytes of every varint width of length read like fastavro; a negative length is
+    malformed at any width, and data cut inside the last value is truncated."""
+    from fastavro import parse_schema, schemaless_writer
+
+    schema = {
+        "type": "record",
+        "name": "L",
+        "fields": [
+            {"name": "s", "type": {"type": "array", "items": "string"}},
+            {"name": "b", "type": "bytes"},
+        ],
+    }
+    record = {"s": ["x" * n for n in (0, 1, 63, 64, 8191, 8192, 70_000)], "b": b"\x00\xff" * 40}
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(schema), record)
+    data = out.getvalue()
+    decode = compile_decoder(schema)
+    assert decode(data, 0) == (record, len(data))
+    with pytest.raises(EOFError):
+        decode(data[:-1], 0)
+    for negative in (b"\x01", b"\x81\x01", b"\x81\x80\x80\x01"):  # -1 in one byte, -65 in two, more
+        with pytest.raises(ValueError, match="negative length"):
+            decode(b"\x02" + negative + b"abc\x00\x00", 0)
+
+
+@given(exchanges())
+@settings(max_examples=100, deadline=None)
+def test_split_decoder_says_where_a_field_starts(record: Exchange) -> None:
+    """The split decoder returns what the decoder returns, and the bytes from the split on are
+    exactly the encoding of the fields from the named one on (what the stream worker rewrites)."""
+    from trafficreel.schemas._encoder import compile_encoder
+
+    data = Serializer()(record)
+    decoded, end, split = SCHEMA.split_decoder("traffic_class")(data, len(HEADER))
+    assert (decoded, end) == SCHEMA.decoder(data, len(HEADER))
+    fields = SCHEMA.json["fields"]
+    first = [f["name"] for f in fields].index("traffic_class")
+    tail = compile_encoder({"type": "record", "name": "Tail", "fields": fields[first:]})
+    out = bytearray()
+    tail(decoded, out)
+    assert data[split:] == bytes(out)
+    with pytest.raises(ValueError, match="no field"):
+        SCHEMA.split_decoder("no_such_field")
