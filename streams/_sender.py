@@ -16,19 +16,18 @@ without them (its headers still say where the record is). Anything else the brok
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ._process import DeadLetter, Processed, Processor, dead_letter_headers
 
-__all__ = ["BatchSender", "BatchTally", "DeliveryError", "Message"]
+__all__ = ["BatchSender", "BatchTally", "Consumed", "DeliveryError", "Message"]
 
 
 # Refusals of the record itself, not of the topic or the connection: sending it again cannot help.
@@ -49,6 +48,29 @@ class DeliveryError(Exception):
     """The broker did not take some output records; the batch must not be committed."""
 
 
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+
+
+class Consumed(Protocol):
+    """What the stream needs of a consumed Kafka message: a ``Message``, or an aiokafka
+    ``ConsumerRecord`` as faust fetched it (the worker passes those on as they are)."""
+
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...  # milliseconds
+
+
 @dataclass(slots=True)
 class Message:
     """The parts of a consumed Kafka message the stream needs."""
@@ -59,7 +81,7 @@ class Message:
     topic: str
     partition: int
     offset: int
-    timestamp_ms: int | None
+    timestamp: int | None  # milliseconds
 
 
 @dataclass
@@ -87,13 +109,15 @@ class BatchSender:
             "linger.ms": 5,
             "batch.size": 1_000_000,
             "message.timeout.ms": 300_000,
+            # Only failures call back into Python (confluent-kafka filters the successes in C).
+            "delivery.report.only.error": True,
             **producer_config,
         }
         self._config = config
         self._made: Producer | None = None
         self._failed: list[str] = []
         # (original message, the output's (class, reason) or None for a dead letter, refusal)
-        self._refused: list[tuple[Message, tuple[str, str] | None, str]] = []
+        self._refused: list[tuple[Consumed, tuple[str, str] | None, str]] = []
         # Outputs are written with this worker's schema, whatever the input's writer used.
         self._schema_header = ("trafficreel-schema", processor.serializer.schema.fingerprint.hex().encode())
 
@@ -105,7 +129,7 @@ class BatchSender:
         return self._made
 
     def _on_delivery(
-        self, message: Message, counted: tuple[str, str] | None, topic: str, err: Any, msg: Any
+        self, message: Consumed, counted: tuple[str, str] | None, topic: str, err: Any, msg: Any
     ) -> None:
         if err is None:
             return
@@ -114,54 +138,63 @@ class BatchSender:
         else:
             self._failed.append(f"{topic}: {err}")
 
-    def send(self, batch: Iterable[Message]) -> BatchTally:
+    def send(self, batch: Iterable[Consumed]) -> BatchTally:
         """Process and produce a batch (without waiting for the broker)."""
         tally = BatchTally()
-        process, produce, on_delivery = self.processor.process, self._produce, self._on_delivery
+        out, dropped = tally.out, tally.dropped
+        process, on_delivery = self.processor.process, self._on_delivery
+        produce = self._producer.produce
         schema_header = self._schema_header
         for message in batch:
             tally.read += 1
             result = process(message.value, message.topic, message.partition)
-            if isinstance(result, Processed):
-                counted = (result.traffic_class, result.reason)
-                if result.topic is None:
-                    tally.dropped[counted] += 1
-                    continue
-                headers = [h for h in message.headers or () if h[0] != "trafficreel-schema"]
-                headers += (schema_header, ("trafficreel-class", result.traffic_class.encode()))
-                report = functools.partial(on_delivery, message, counted, result.topic)
-                produce(result.topic, result.value, message.key, headers, message.timestamp_ms, report)
-                tally.out[counted] += 1
-            else:
+            if not isinstance(result, Processed):
                 self._dead_letter(message, result)
                 tally.dlq[result.reason] += 1
+                continue
+            counted = (result.traffic_class, result.reason)
+            if result.topic is None:
+                dropped[counted] += 1
+                continue
+            headers: KafkaHeaders = [h for h in message.headers or () if h[0] != "trafficreel-schema"]
+            headers += (schema_header, ("trafficreel-class", result.traffic_class.encode()))
+            report = functools.partial(on_delivery, message, counted, result.topic)
+            try:
+                produce(
+                    result.topic, result.value, message.key,
+                    headers=headers, timestamp=message.timestamp or 0, on_delivery=report,
+                )  # fmt: skip
+            except BufferError:  # the local queue is full: the slow path waits for room
+                self._produce(result.topic, result.value, message.key, headers, message.timestamp, report)
+            except KafkaException as exc:  # refused before sending (e.g. over message.max.bytes)
+                report(exc.args[0], None)
+            out[counted] += 1
         self._producer.poll(0)
         return tally
 
-    def _dead_letter(self, message: Message, letter: DeadLetter, value_dropped: bool = False) -> None:
-        headers = dead_letter_headers(
-            message.headers, letter, message.topic, message.partition, message.offset
-        )
+    def _dead_letter(self, message: Consumed, letter: DeadLetter, value_dropped: bool = False) -> None:
+        headers: KafkaHeaders = [
+            *dead_letter_headers(message.headers, letter, message.topic, message.partition, message.offset)
+        ]
         if value_dropped:
             headers.append((_VALUE_DROPPED, b"dropped: refused by the dead-letter topic"))
         report = functools.partial(self._on_delivery, message, None, self.dlq_topic)
-        self._produce(self.dlq_topic, message.value, message.key, headers, message.timestamp_ms, report)
+        self._produce(self.dlq_topic, message.value, message.key, headers, message.timestamp, report)
 
     def _produce(
         self,
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: list[tuple[str, bytes]] | list[tuple[str, bytes | None]],
+        headers: KafkaHeaders,
         timestamp_ms: int | None,
         on_delivery: Any,
     ) -> None:
-        kwargs: dict[str, Any] = {"headers": headers, "on_delivery": on_delivery}
-        if timestamp_ms is not None:
-            kwargs["timestamp"] = timestamp_ms
         while True:
             try:
-                self._producer.produce(topic, value, key, **kwargs)
+                self._producer.produce(
+                    topic, value, key, headers=headers, timestamp=timestamp_ms or 0, on_delivery=on_delivery
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: let deliveries drain it
@@ -188,7 +221,11 @@ class BatchSender:
             for message, counted, detail in refused:
                 letter = DeadLetter("output-refused", detail, "produce")
                 if counted is None:  # the dead letter itself was refused: send it without the value
-                    self._dead_letter(dataclasses.replace(message, value=None), letter, value_dropped=True)
+                    without = Message(
+                        None, message.key, message.headers, message.topic, message.partition,
+                        message.offset, message.timestamp,
+                    )  # fmt: skip
+                    self._dead_letter(without, letter, value_dropped=True)
                     continue
                 if tally is not None:
                     tally.out[counted] -= 1
