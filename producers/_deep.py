@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import operator
 import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -142,6 +143,8 @@ def _media(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+_NAME, _FIRST = operator.itemgetter("name"), operator.itemgetter(0)
+
 _Codec = tuple[int, Callable[[bytes], bytes]]  # zlib's wbits to read it, and how to write it
 
 
@@ -192,6 +195,7 @@ class DeepRedactor:
         alternatives = b"|".join(re.escape(w[::-1]) for w in ends)
         self._key_end = re.compile(rb':\s*"s?(?:' + alternatives + rb")").search if ends else None
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
+        self._plain_names: set[bytes] = set()  # header names known not to be credentials
 
     def _maybe(self, text: bytes, is_json: bool) -> bool:
         """Whether a listed key (in JSON) or any pattern may occur in ``text``."""
@@ -248,12 +252,18 @@ class DeepRedactor:
 
     def _credentials(self, request: Any, response: Any, found: list[Redaction]) -> None:
         sensitive = self.source.sensitive
+        plain = self._plain_names
         for where, part in (("request", request), ("response", response)):
             headers: Any = part["headers"]
             # Decoded records hold headers as dicts; records the recorder builds, as (name, value) pairs.
             as_dicts = bool(headers) and isinstance(headers[0], dict)
+            # Every name seen before and none sensitive (most records): one check at C speed.
+            if plain.issuperset(map(_NAME if as_dicts else _FIRST, headers)):
+                continue
             names = [h["name"] for h in headers] if as_dicts else [h[0] for h in headers]
             if not any(map(sensitive, names)):
+                if len(plain) < 4096:  # header names repeat; bound the set against odd clients
+                    plain.update(names)
                 continue
             if as_dicts:
                 pairs = [(h["name"], h["value"]) for h in headers]

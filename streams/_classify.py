@@ -165,17 +165,21 @@ class _Compiled:
 class _View:
     """Views of one record that several rules look at, each worked out when first asked for."""
 
-    __slots__ = ("_api", "_decoded", "_headers", "_path", "bare_host", "host", "record")
+    __slots__ = ("_api", "_bare_host", "_decoded", "_path", "host", "record")
 
     def __init__(self, record: Exchange) -> None:
         self.record = record
-        host = record["request"]["host"] or ""
-        self.host = host.lower()
-        self.bare_host = host_without_port(self.host)
+        self.host = (record["request"]["host"] or "").lower()
+        self._bare_host: str | None = None
         self._api: bool | None = None
         self._path: str | None = None
-        self._headers: dict[bytes, list[bytes]] | None = None
-        self._decoded: dict[bytes, list[str]] = {}
+        self._decoded: dict[bytes, list[str]] | None = None
+
+    @property
+    def bare_host(self) -> str:
+        if self._bare_host is None:
+            self._bare_host = host_without_port(self.host)
+        return self._bare_host
 
     @property
     def is_api_server(self) -> bool:
@@ -192,14 +196,16 @@ class _View:
 
     def header(self, name: bytes) -> list[str]:
         """The values of a request header (lowercase name), decoded and lowercased."""
+        if self._decoded is None:
+            self._decoded = {}
         decoded = self._decoded.get(name)
         if decoded is None:
-            if self._headers is None:
-                index: dict[bytes, list[bytes]] = {}
-                for h in self.record["request"]["headers"]:
-                    index.setdefault(h["name"].lower(), []).append(h["value"])
-                self._headers = index
-            decoded = self._decoded[name] = [v.decode("latin-1").lower() for v in self._headers.get(name, ())]
+            # Rules ask for one or two names: a scan per name costs less than indexing them all.
+            decoded = self._decoded[name] = [
+                h["value"].decode("latin-1").lower()
+                for h in self.record["request"]["headers"]
+                if h["name"].lower() == name
+            ]
         return decoded
 
 
