@@ -231,7 +231,7 @@ class Recorder:
             log.warning("trafficreel: Kafka error (%s so far): %s", self._stats.broker_errors, err)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
-        size = len(msg.value() or b"")
+        size = len(msg)  # the value's length, without copying the value out
         self._producer_bytes -= size  # served on this thread, like the produce calls
         with self._lock:
             self._stats.queue_bytes -= size  # held until the broker answered, so the bound covers it
