@@ -296,11 +296,30 @@ def build_app(settings: Settings | None = None, rules: StreamRules | None = None
     return StreamWorker(settings or load_settings(), rules).app
 
 
+def _faust_cli_app() -> faust.App:
+    """The app ``faust -A`` runs, set up as ``trafficreel stream`` sets up its own: partitions
+    settled against the topics, and /metrics, /live and /ready served on TRAFFICREEL_HEALTH_PORT
+    (0 turns them off) for as long as the process lives."""
+    from trafficreel.health import HealthServer
+
+    settings = settle_partitions(load_settings())
+    worker = StreamWorker(settings)
+    if settings.health_port:
+        try:
+            HealthServer(worker.readiness, port=settings.health_port, registry=worker.registry).start()
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot serve /metrics and /ready on port {settings.health_port}: {exc.strerror}; "
+                "set TRAFFICREEL_HEALTH_PORT (0 turns it off)"
+            ) from exc
+    return worker.app
+
+
 def __getattr__(name: str) -> Any:
     # `faust -A trafficreel.streams.app worker` looks up `app`: built on first access, from the
     # environment, so importing this module has no side effects.
     if name == "app":
-        value = build_app()
+        value = _faust_cli_app()
         globals()["app"] = value
         return value
     raise AttributeError(name)

@@ -117,6 +117,30 @@ def test_worker_routes_every_class_and_dead_letters_the_rest(infra, tmp_path: Pa
     assert any(s in b"".join(v for _, v in values) for s in PLANTED)  # they were there to begin with
 
 
+def test_faust_command_line_runs_the_same_worker(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`faust -A trafficreel.streams.app worker`, configured by environment variables only, routes
+    every class as `trafficreel stream` does and serves /ready and /metrics."""
+    prefix = make_topics(infra.bootstrap, partitions=3)
+    by_class = _mixed(50)
+    values = [(r["id"].encode(), SERIALIZER(r)) for records in by_class.values() for r in records]
+    _produce(infra.bootstrap, f"{prefix}.raw", values)
+    with running(infra.bootstrap, prefix, tmp_path, partitions=3, faust_cli=True) as worker:
+        worker.wait_ready(timeout=90)
+        wait_for(
+            lambda: worker.metric("trafficreel_stream_records_in_total") >= len(values),
+            60,
+            "all records read",
+            worker,
+        )
+        status, body = worker.get("/ready")
+        assert status == 200 and "partitions assigned" in body
+        worker.stop()
+    for cls, records in by_class.items():
+        out = [DESERIALIZER(m.value) for m in read_all(infra.bootstrap, f"{prefix}.{cls}")]  # type: ignore[arg-type]
+        assert sorted(r["id"] for r in out) == sorted(r["id"] for r in records)
+        assert {r["traffic_class"] for r in out} == {cls}
+
+
 def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Two workers split six partitions; SIGKILL one while records stream in and every record
     still comes out."""

@@ -86,7 +86,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 20) -> list[Consumed]:
 
 
 class Worker:
-    """One ``trafficreel stream`` process."""
+    """One ``trafficreel stream`` process (or ``faust -A trafficreel.streams.app worker``)."""
 
     def __init__(
         self,
@@ -97,6 +97,7 @@ class Worker:
         partitions: int,
         extra: list[str] = (),
         env: dict[str, str] | None = None,
+        faust_cli: bool = False,
     ) -> None:  # type: ignore[assignment]
         self.port = free_port()
         self.log = log_dir / f"worker-{self.port}.log"
@@ -116,6 +117,14 @@ class Worker:
             *extra,
         ]
         environ = {**os.environ, "TRAFFICREEL_PARTITIONS": str(partitions), **(env or {})}
+        if faust_cli:  # the same worker through faust's own command line, configured by environment
+            command = [sys.executable, "-m", "faust", "-A", "trafficreel.streams.app", "worker", "-l", "info"]
+            environ.update(
+                TRAFFICREEL_KAFKA_BOOTSTRAP=bootstrap,
+                TRAFFICREEL_TOPIC_PREFIX=prefix,
+                TRAFFICREEL_HEALTH_PORT=str(self.port),
+                TRAFFICREEL_STREAM_GROUP=f"{prefix}-group",
+            )
         with self.log.open("w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ)
 
