@@ -359,6 +359,39 @@ def _urllib3_headers(headers: Any) -> list[tuple[bytes, bytes]]:
     return [(str(k).encode("latin-1"), str(v).encode("latin-1")) for k, v in items]
 
 
+_SKIP_HEADER = "@@@SKIP_HEADER@@@"  # urllib3's marker for "do not send this default header"
+
+
+def _header_bytes(value: Any) -> bytes:
+    # As http.client's putheader encodes what it sends.
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, int):
+        return str(value).encode("ascii")
+    return str(value).encode("latin-1")
+
+
+def _listen_headers(conn: Any) -> list[tuple[bytes, bytes]]:
+    """The header lines ``conn`` sends for its next request, in order, as sent: what the caller
+    gave plus what urllib3 and http.client add (Host, Accept-Encoding, User-Agent, Content-Length
+    or Transfer-Encoding). Every header goes through ``putheader``; ``_unlisten`` undoes this."""
+    sent: list[tuple[bytes, bytes]] = []
+    original = conn.putheader
+
+    def putheader(header: Any, *values: Any) -> None:
+        original(header, *values)
+        if not any(v == _SKIP_HEADER for v in values):  # urllib3 left it out
+            sent.append((_header_bytes(header), b", ".join(_header_bytes(v) for v in values)))
+
+    conn.putheader = putheader
+    return sent
+
+
+def _unlisten(conn: Any) -> None:
+    with contextlib.suppress(AttributeError):
+        del conn.putheader  # the class's own method again
+
+
 def _note_decoding(response: Any, ex: PendingExchange, kwargs: dict[str, Any]) -> None:
     decode = kwargs.get("decode_content")
     if decode is None:
@@ -465,12 +498,22 @@ def _instrument_urllib3(recorder: Recorder) -> None:
             except Exception:  # noqa: BLE001 - a hook failure must not fail the call
                 return original(self, conn, method, url, body, headers, *args, **kwargs)
             try:
+                sent_headers = _listen_headers(conn)
+            except Exception:  # noqa: BLE001 - then the headers the caller gave are recorded
+                sent_headers = []
+            try:
                 response = original(self, conn, method, url, sent, headers, *args, **kwargs)
             except BaseException as exc:
+                _unlisten(conn)
+                if sent_headers:
+                    ex.req_headers = sent_headers
                 if tee is not None:
                     tee.abort_unless_done()
                 _finish(recorder, ex, exc=exc)
                 raise
+            _unlisten(conn)
+            if sent_headers:  # the request went out: record its headers as they were sent
+                ex.req_headers = sent_headers
             try:
                 _respond(recorder, ex, response.status, _urllib3_headers(response.headers))
                 if kwargs.get("preload_content", True):

@@ -265,3 +265,24 @@ def test_buffer_bodies_are_sent_as_before(recorder: CapturingRecorder, service_p
     assert response.data == b'{"n": 7}'
     (record,) = recorder.wait(1)
     assert record["request"]["body"]["data"] == b'{"n": 7}'
+
+
+def test_urllib3_records_the_headers_as_sent(recorder: CapturingRecorder, service_port: int) -> None:
+    """Through requests and urllib3, the record holds every header line the server received, in
+    order: the caller's and those urllib3 and http.client add (Host, Accept-Encoding, User-Agent,
+    Content-Length); a default header the caller asked urllib3 to skip is not listed."""
+    import requests
+    import urllib3
+
+    base = f"http://127.0.0.1:{service_port}"
+    received = requests.get(f"{base}/headers", headers={"X-Dup": "1"}, timeout=10).text
+    pool = urllib3.PoolManager()
+    skipped = pool.request("GET", f"{base}/headers", headers={"User-Agent": urllib3.util.SKIP_HEADER}).data
+    via_requests, via_urllib3 = recorder.wait(2)[:2]
+    for record, text in ((via_requests, received), (via_urllib3, skipped.decode())):
+        server_saw = [line.split("=", 1) for line in text.splitlines()]
+        recorded = [[repr(h["name"].lower()), repr(h["value"])] for h in record["request"]["headers"]]
+        assert recorded == server_saw
+    names = [h["name"].lower() for h in via_requests["request"]["headers"]]
+    assert {b"host", b"accept-encoding", b"user-agent", b"x-dup"} <= set(names)
+    assert b"user-agent" not in [h["name"].lower() for h in via_urllib3["request"]["headers"]]
