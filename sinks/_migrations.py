@@ -213,6 +213,37 @@ ARRAY JOIN ['request', 'response'] AS part, [request_body_state, response_body_s
 GROUP BY service, part, state
 """
 
+# The highest offset stored of each partition and the id stored there, kept by a view at insert
+# time: a sink reads it at every start and rebalance, which must not scan all of exchanges. Rows
+# already stored are counted once, after the view exists (max and argMax do not mind seeing a
+# row twice). Exchanges is the truth: a sink checks the id is still there before it trusts this.
+_KAFKA_OFFSETS = (
+    """
+CREATE TABLE IF NOT EXISTS kafka_offsets
+(
+    kafka_topic LowCardinality(String),
+    kafka_partition UInt32,
+    max_offset SimpleAggregateFunction(max, UInt64),
+    id_at_max AggregateFunction(argMax, UUID, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (kafka_topic, kafka_partition)
+""",
+    """
+CREATE MATERIALIZED VIEW IF NOT EXISTS kafka_offsets_mv TO kafka_offsets AS
+SELECT kafka_topic, kafka_partition, max(kafka_offset) AS max_offset,
+       argMaxState(id, kafka_offset) AS id_at_max
+FROM exchanges
+GROUP BY kafka_topic, kafka_partition
+""",
+    """
+INSERT INTO kafka_offsets
+SELECT kafka_topic, kafka_partition, max(kafka_offset), argMaxState(id, kafka_offset)
+FROM exchanges
+GROUP BY kafka_topic, kafka_partition
+""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "exchanges table", (exchanges_ddl(),)),
     Migration(
@@ -227,6 +258,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4, "k8s_api_calls: the API server's own verbs (list, create, deletecollection …)", (_K8S_VERBS,)
+    ),
+    Migration(
+        5, "kafka_offsets: each partition's highest stored offset, kept at insert time", _KAFKA_OFFSETS
     ),
 )
 

@@ -309,18 +309,35 @@ class ClickHouseSink:
         consumer.unassign()
 
     def _stored_offsets(self, topics: set[str]) -> dict[tuple[str, int], tuple[int, str]]:
-        """The highest offset stored of each partition, and the id stored there."""
+        """The highest offset stored of each partition, and the id stored there.
+
+        Read from ``kafka_offsets`` (a few rows per partition, kept at insert time), not by
+        scanning ``exchanges``; a partition whose id there is no longer in ``exchanges`` (the table
+        was truncated, or its partitions dropped, to load again) counts as not stored."""
         rows = self._retry(
             lambda: (
                 self.client.query(
-                    "SELECT kafka_topic, kafka_partition, max(kafka_offset), "
-                    "toString(argMax(id, kafka_offset)) FROM exchanges "
+                    "SELECT kafka_topic, kafka_partition, max(max_offset), "
+                    "toString(argMaxMerge(id_at_max)) FROM kafka_offsets "
                     "WHERE kafka_topic IN %(topics)s GROUP BY kafka_topic, kafka_partition",
                     parameters={"topics": tuple(sorted(topics))},
                 ).result_rows
             )
         )
-        return {(t, int(p)): (int(o), str(i)) for t, p, o, i in rows}
+        stored = {(t, int(p)): (int(o), str(i)) for t, p, o, i in rows}
+        ids = tuple(sorted({i for _, i in stored.values()}))
+        if not ids:
+            return stored
+        present = self._retry(
+            lambda: (
+                self.client.query(
+                    "SELECT DISTINCT toString(id) FROM exchanges WHERE id IN %(ids)s",
+                    parameters={"ids": ids},
+                ).result_rows
+            )
+        )
+        kept = {row[0] for row in present}
+        return {key: value for key, value in stored.items() if value[1] in kept}
 
     # -- the loop --------------------------------------------------------------------------
 
