@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,7 @@ _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
 # Ids per duplicate lookup: 37 bytes each. The lookup raises max_query_size (256 KiB by default)
 # to hold them: every lookup reads the id index of the batch's time range once.
 _LOOKUP_IDS = 20_000
+_LAG_REFRESH_SECONDS = 5.0
 _LOOKUP_SETTINGS = {"max_query_size": 2 << 20}
 _ID_TEXT = re.compile(r"[0-9a-fA-F-]{1,64}")  # an id that may go into a statement as it is
 
@@ -226,6 +228,8 @@ class ClickHouseSink:
         self._dlq_failed: list[str] = []
         self._batch: _Batch | None = None
         self._storing: _Store | None = None
+        self._handled: dict[tuple[str, int], int] = {}  # offset after each partition's last committed batch
+        self._lag_refreshed = time.monotonic()
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -260,6 +264,8 @@ class ClickHouseSink:
                     stored_offset=ahead[key][0],
                 )
             self.assigned.add(key)
+            if p.offset >= 0:  # where reading starts is what is handled so far
+                self._handled[key] = p.offset
         consumer.assign(partitions)
 
     def _still_there(self, stored: dict[tuple[str, int], tuple[int, str]]) -> set[tuple[str, int]]:
@@ -306,6 +312,7 @@ class ClickHouseSink:
         for p in partitions:
             self.assigned.discard((p.topic, p.partition))
             self.stats.lag.pop((p.topic, p.partition), None)
+            self._handled.pop((p.topic, p.partition), None)
         consumer.unassign()
 
     def _stored_offsets(self, topics: set[str]) -> dict[tuple[str, int], tuple[int, str]]:
@@ -366,8 +373,11 @@ class ClickHouseSink:
                 batch = self._batch
                 if batch is not None and time.perf_counter() - batch.started >= self.batch_seconds:
                     self._flush_batch()
-                if self._storing is not None and self._storing.done.done():
+                storing = self._storing
+                if storing is not None and storing.done.done():
                     self._stored()  # commit as soon as it is stored (and raise what the store raised)
+                elif storing is not None and time.monotonic() - self._lag_refreshed > _LAG_REFRESH_SECONDS:
+                    self._refresh_lag()  # a store taking long (ClickHouse away): keep the lag current
                 self._producer.poll(0)
             self._flush_batch(wait=True)
         finally:
@@ -410,10 +420,14 @@ class ClickHouseSink:
         storing, self._storing = self._storing, None
         if storing is None:
             return
+        while not wait_futures([storing.done], timeout=_LAG_REFRESH_SECONDS).done:
+            self._refresh_lag()  # ClickHouse slow or away: the lag gauge still says how far behind
         storing.done.result()
         self._commit(storing.ends)
         for (topic, partition), end in storing.ends.items():
+            self._handled[(topic, partition)] = end
             self._lag(topic, partition, end)
+        self._lag_refreshed = time.monotonic()
         if self._on_batch is not None:
             self._on_batch(storing.messages, time.perf_counter() - storing.started)
 
@@ -440,6 +454,21 @@ class ClickHouseSink:
             record_id, start_time, value = record["id"], record["start_time"], self._serializer(record)
         block = self._avro.block(value, _HEADER_LEN, message.topic, message.partition, message.offset)
         return _Item(message, record_id, start_time, value, block)
+
+    def _refresh_lag(self) -> None:
+        """Each assigned partition's lag from the broker's high watermark (asked for, not cached:
+        the consumer may not be fetching) and the offset after the last committed batch."""
+        self._lag_refreshed = time.monotonic()
+        for key in sorted(self.assigned):
+            handled = self._handled.get(key)
+            if handled is None:
+                continue
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(*key), timeout=2.0)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                self.stats.lag[key] = max(0, high - handled)
 
     def _lag(self, topic: str, partition: int, next_offset: int) -> None:
         # The high watermark as the last fetch reported it: no request to the broker.

@@ -7,6 +7,7 @@ trafficreel_sink_retries_total              ClickHouse or commit retries after t
 trafficreel_sink_dlq_total{reason}          records sent to the dead-letter topic
 trafficreel_sink_assigned_partitions        partitions this sink loads
 trafficreel_sink_lag{topic,partition}       records behind the partition's end after the last batch
+                                            (refreshed every 5 s while a batch waits for ClickHouse)
 """
 
 from __future__ import annotations
