@@ -73,6 +73,11 @@ class RecorderConfig:
     redact_query: tuple[str, ...] = _doc(
         "More query parameter names to redact (comma-separated).", default=()
     )
+    redact_keep: tuple[str, ...] = _doc(
+        "Header, query parameter and JSON key names never redacted, defaults included "
+        "(comma-separated), e.g. next_page_token,x-csrf-token.",
+        default=(),
+    )
     exclude_paths: tuple[str, ...] = _doc(
         "Path prefixes not to record (comma-separated), e.g. /metrics.", default=()
     )

@@ -176,9 +176,13 @@ class DeepRedactor:
         patterns: Mapping[str, str] | None = None,
         headers: Iterable[str] = (),
         query: Iterable[str] = (),
+        keep: Iterable[str] = (),
     ) -> None:
         self.stage = stage
-        self.source = Redactor(headers, query)
+        keep = tuple(keep)
+        self.source = Redactor(headers, query, keep)
+        # JSON keys never redacted (compared as keys are: case, "-", "_" and "." aside).
+        self._kept_keys = frozenset(_normal_key(k.strip().encode()) for k in keep if k.strip())
         self._keys = frozenset(_normal_key(k.encode()) for k in json_keys)
         self._suffixes = tuple(_normal_key(k.encode()) for k in key_suffixes)
         patterns = DEFAULT_PATTERNS if patterns is None else patterns
@@ -357,6 +361,8 @@ class DeepRedactor:
     def _sensitive_key(self, key: str) -> bool:
         """A listed key, or one ending in a listed suffix, also in the plural ("apiKeys", "secrets")."""
         normal = key.lower().replace("-", "").replace("_", "").replace(".", "")
+        if normal in self._kept_keys:
+            return False
         if normal.endswith("s") and self._listed(normal[:-1]):
             return True
         return self._listed(normal)

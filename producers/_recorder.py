@@ -98,11 +98,14 @@ class Recorder:
     ) -> None:
         self.config = config or RecorderConfig.from_env()
         self.policy = BodyPolicy(self.config.body_types, self.config.body_limit)
+        config = self.config
         self.redactor = (
-            Redactor(self.config.redact_headers, self.config.redact_query) if self.config.redact else None
+            Redactor(config.redact_headers, config.redact_query, config.redact_keep)
+            if config.redact
+            else None
         )
         self.deep = (
-            DeepRedactor(headers=self.config.redact_headers, query=self.config.redact_query)
+            DeepRedactor(headers=config.redact_headers, query=config.redact_query, keep=config.redact_keep)
             if self.config.redact and self.config.redact_bodies
             else None
         )

@@ -68,15 +68,23 @@ Header = Sequence[bytes]  # (name, value) as the server gives it
 class Redactor:
     """Redacts headers and query strings; rules compiled once."""
 
-    def __init__(self, extra_headers: Iterable[str] = (), extra_query: Iterable[str] = ()) -> None:
-        self._headers = frozenset(h.lower().encode() for h in (*_HEADERS, *extra_headers))
+    def __init__(
+        self, extra_headers: Iterable[str] = (), extra_query: Iterable[str] = (), keep: Iterable[str] = ()
+    ) -> None:
+        # ``keep``: header and query parameter names never redacted, whatever the rules say (a
+        # pagination token, a CSRF token a replay needs).
+        kept = {k.strip().lower() for k in keep if k.strip()}
+        self._keep = frozenset(k.encode() for k in kept)
+        self._headers = frozenset(h.lower().encode() for h in (*_HEADERS, *extra_headers)) - self._keep
         self._verdicts: dict[bytes, bool] = {}
-        names = sorted({q.lower() for q in (*_QUERY, *extra_query)}, key=len, reverse=True)
+        names = sorted({q.lower() for q in (*_QUERY, *extra_query)} - kept, key=len, reverse=True)
         # Cheap pre-check: is any listed name followed by "="? Searched in the lowercased query
         # reversed, the regex starts at the literal "=" (a C-speed scan) instead of trying every
-        # name at every byte.
+        # name at every byte. (Every name kept: an expression that never matches.)
         self._maybe = re.compile(
             b"=(?:" + b"|".join(re.escape(n.encode()[::-1]) for n in names) + rb")(?:[&;]|$)"
+            if names
+            else rb"(?!)"
         ).search
         # name=value pairs whose (case-insensitive, possibly percent-encoded-free) name is listed.
         self._query = re.compile(
@@ -87,7 +95,9 @@ class Redactor:
         found = self._verdicts.get(name)
         if found is None:
             lowered = name.lower()
-            found = lowered in self._headers or _HEADER_LIKE.search(lowered) is not None
+            found = lowered not in self._keep and (
+                lowered in self._headers or _HEADER_LIKE.search(lowered) is not None
+            )
             if len(self._verdicts) < 4096:  # header names repeat; bound the cache against odd clients
                 self._verdicts[name] = found
         return found

@@ -13,6 +13,7 @@ rejected with the path to them, so a typo never silently turns a rule off::
       orders: [/v1/orders/{order}, /v1/orders/{order}/items/{item}]
     redact:
       json_keys: [pin, iban]    # added to the defaults
+      keep: [next_page_token]   # never redacted (header, query parameter or JSON key names)
       patterns: {iban: "[A-Z]{2}\\d{2}[A-Z0-9]{11,30}"}
     sampling:
       rate: 1.0
@@ -86,6 +87,7 @@ class RedactSpec(_Model):
     patterns: dict[str, str] = Field(default_factory=dict)  # added to (or replacing) the defaults
     headers: list[str] = Field(default_factory=list)
     query: list[str] = Field(default_factory=list)
+    keep: list[str] = Field(default_factory=list)  # header, query and JSON key names never redacted
     replace_defaults: bool = False
 
     def all_json_keys(self) -> tuple[str, ...]:

@@ -89,6 +89,7 @@ class Processor:
             patterns=rules.redact.all_patterns(),
             headers=rules.redact.headers,
             query=rules.redact.query,
+            keep=rules.redact.keep,
         )
         self.sampler = Sampler(rules.sampling.policy(), store)
         missing = sorted(self.classifier.classes - set(topics))

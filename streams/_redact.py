@@ -30,6 +30,7 @@ class StreamRedactor(DeepRedactor):
         patterns: Mapping[str, str] | None = None,
         headers: Iterable[str] = (),
         query: Iterable[str] = (),
+        keep: Iterable[str] = (),
     ) -> None:
         super().__init__(
             stage="stream",
@@ -38,4 +39,5 @@ class StreamRedactor(DeepRedactor):
             patterns=patterns,
             headers=headers,
             query=query,
+            keep=keep,
         )

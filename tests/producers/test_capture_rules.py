@@ -9,7 +9,7 @@ import pytest
 
 from trafficreel.producers import MARKER, BodyCapture, BodyPolicy, RecorderConfig, Redactor
 from trafficreel.producers._metadata import container_id, detect_source
-from trafficreel.schemas import Redaction
+from trafficreel.schemas import Redaction, blank_body
 
 POLICY = BodyPolicy(RecorderConfig().body_types, 16)
 
@@ -134,6 +134,47 @@ def test_query_tokens_are_redacted_byte_exact_elsewhere() -> None:
         "request.query:b",
         "request.query:sig",
     ]
+
+
+def test_kept_names_are_never_redacted_at_source() -> None:
+    """TRAFFICREEL_REDACT_KEEP spares headers, query parameters and JSON keys the defaults would
+    redact (a pagination token a replay needs); the rest is redacted as before."""
+    from trafficreel.producers._deep import DeepRedactor
+
+    config = RecorderConfig.from_env({"TRAFFICREEL_REDACT_KEEP": "X-CSRF-Token, page_token,next_page_token"})
+    assert config.redact_keep == ("X-CSRF-Token", "page_token", "next_page_token")
+    keep = config.redact_keep
+    found: list[Redaction] = []
+    headers = [(b"x-csrf-token", b"c-1"), (b"x-xsrf-token", b"x-2"), (b"authorization", b"Basic YWI=")]
+    assert list(Redactor(keep=keep).headers(headers, "request", found)) == [
+        (b"x-csrf-token", b"c-1"),
+        (b"x-xsrf-token", MARKER),
+        (b"authorization", b"Basic " + MARKER),
+    ]
+    query = b"page_token=p-3&token=t-4"
+    assert Redactor(keep=keep).query(query, "request", found) == b"page_token=p-3&token=REDACTED"
+    # A default name kept outright ("token" is a default parameter name).
+    assert Redactor(keep=["token"]).query(query, "request", found) == query
+    record = {
+        "request": {
+            "headers": [],
+            "query": b"",
+            "body": {
+                "data": b'{"nextPageToken": "n-5", "refresh_token": "r-6", "next_page_tokens": ["n-7"]}',
+                "size": 80,
+                "sha256": None,
+                "content_type": "application/json",
+                "content_encoding": None,
+                "declared_length": None,
+                "state": "COMPLETE",
+            },
+        },
+        "response": {"headers": [], "body": {**blank_body()}},
+        "redactions": [],
+    }
+    assert DeepRedactor(keep=keep).redact(record, credentials=False)  # type: ignore[arg-type]
+    data = record["request"]["body"]["data"]  # type: ignore[index]
+    assert b"n-5" in data and b"r-6" not in data and b"n-7" not in data
 
 
 def test_settings_from_environment() -> None:

@@ -247,6 +247,24 @@ def test_replacing_the_defaults_leaves_only_the_given_keys_and_patterns() -> Non
     assert b"kept" in data and b"kept too" in data and b"bob@example.com" in data
 
 
+def test_names_to_keep_are_left_alone_by_the_stream() -> None:
+    """``redact.keep`` in the rules file spares those header, query and JSON key names."""
+    from trafficreel.streams import Processor, StreamRules
+
+    rules = StreamRules.model_validate({"redact": {"keep": ["next_page_token", "x-csrf-token", "code"]}})
+    topics = {c: f"t.{c}" for c in ("business", "k8s-api", "probe", "scrape")}
+    redactor = Processor(rules, topics).redactor
+    body = b'{"next_page_token": "n-1", "password": "hunter2"}'
+    record = _with_body(exchange(), "request", body)
+    record["request"]["headers"] = [{"name": b"x-csrf-token", "value": b"c-2"}]
+    record["request"]["query"] = b"code=c-3&access_token=a-4"
+    assert redactor.redact(record) is True
+    data = record["request"]["body"]["data"] or b""
+    assert b"n-1" in data and b"hunter2" not in data
+    assert record["request"]["headers"] == [{"name": b"x-csrf-token", "value": b"c-2"}]
+    assert record["request"]["query"] == b"code=c-3&access_token=REDACTED"
+
+
 def test_plural_keys_and_json_under_another_type_are_redacted() -> None:
     """Plural keys ("secrets", "apiKeys", "credentials" holding objects) lose their values, and
     JSON sent as application/octet-stream is searched like JSON."""
