@@ -197,7 +197,8 @@ class DeepRedactor:
         words = {_squeeze(name.lower().encode()) for name in (*json_keys, *self._suffixes)}
         ends = sorted(w for w in words if not any(o != w and w.endswith(o) for o in words))
         alternatives = b"|".join(re.escape(w[::-1]) for w in ends)
-        self._key_end = re.compile(rb':\s*"s?(?:' + alternatives + rb")").search if ends else None
+        # Backslashes between the quote and the key: a key of JSON held in a JSON string (\"key\").
+        self._key_end = re.compile(rb':\s*"\\*s?(?:' + alternatives + rb")").search if ends else None
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
         self._plain_names: set[bytes] = set()  # header names known not to be credentials
 
@@ -379,9 +380,13 @@ class DeepRedactor:
         def replace(match: re.Match[bytes]) -> bytes:
             nonlocal nested
             key = match.group(1).decode("latin-1")
-            if not self._sensitive_key(key):
-                return match.group(0)
             value = match.group(3)
+            if not self._sensitive_key(key):
+                if value[:1] == b'"' and b'\\"' in value:  # maybe JSON held in this string
+                    inner = self._in_string(value, where, found)
+                    if inner is not None:
+                        return match.group(1).join((b'"', b'"')) + match.group(2) + inner
+                return match.group(0)
             if value in (b"[", b"{"):
                 nested = True
                 return match.group(0)
@@ -404,7 +409,34 @@ class DeepRedactor:
         document = self._walk(document, where, seen, found)
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
+    def _in_string(self, value: bytes, where: str, found: list[Redaction]) -> bytes | None:
+        """A JSON string value holding JSON itself (``"{\"password\": …}"``), redacted and written
+        back as a string; None when it holds no JSON or nothing to redact."""
+        try:
+            text = json.loads(value)
+        except ValueError:
+            return None
+        if not isinstance(text, str):
+            return None
+        cleaned = self._in_text(text, where, found)
+        return None if cleaned is None else json.dumps(cleaned, ensure_ascii=False).encode()
+
+    def _in_text(self, text: str, where: str, found: list[Redaction]) -> str | None:
+        """``text`` redacted as a JSON body when it holds one; None when it is not JSON or clean."""
+        raw = text.encode("utf-8", "surrogatepass")
+        if _JSON_START.match(raw) is None or not self._maybe(raw, True):
+            return None
+        hits: list[Redaction] = []
+        cleaned = self._json(raw, True, where, hits)
+        if cleaned is None or not hits:
+            return None
+        found.extend(hits)
+        return cleaned.decode("utf-8", "surrogatepass")
+
     def _walk(self, node: Any, where: str, seen: set[str], found: list[Redaction]) -> Any:
+        if isinstance(node, str) and node[:1] in ("{", "[") and '"' in node:
+            cleaned = self._in_text(node, where, found)
+            return node if cleaned is None else cleaned
         if isinstance(node, dict):
             out = {}
             for key, value in node.items():

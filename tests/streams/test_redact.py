@@ -265,6 +265,38 @@ def test_names_to_keep_are_left_alone_by_the_stream() -> None:
     assert record["request"]["query"] == b"code=c-3&access_token=REDACTED"
 
 
+def test_json_held_in_a_json_string_is_redacted_at_any_depth() -> None:
+    """A listed key inside JSON that a string value holds (an event payload, a queued message) is
+    redacted too, two levels down as well; the string stays a string of JSON."""
+    import json
+
+    inner = {"password": "hunter2", "deeper": json.dumps({"api_token": "ghp_planted42"}), "n": 1}
+    body = json.dumps({"payload": json.dumps(inner), "other": "x"}).encode()
+    assert b"hunter2" in body and b"ghp_planted42" in body
+    record = _with_body(exchange(), "request", body)
+    assert REDACTOR.redact(record) is True
+    data = record["request"]["body"]["data"] or b""
+    assert b"hunter2" not in data and b"ghp_planted42" not in data
+    outer = json.loads(data)
+    payload = json.loads(outer["payload"])
+    assert (outer["other"], payload["password"], payload["n"]) == ("x", "REDACTED", 1)
+    assert json.loads(payload["deeper"]) == {"api_token": "REDACTED"}
+    assert {r["location"] for r in record["redactions"]} >= {
+        "request.body:json:password",
+        "request.body:json:api_token",
+    }
+    # Under a listed key that holds an object (the document is parsed and walked), too.
+    walked = json.dumps({"secret": {"a": 1}, "payload": json.dumps({"token": "t-planted"})}).encode()
+    record = _with_body(exchange(), "request", walked)
+    assert REDACTOR.redact(record) is True
+    assert b"t-planted" not in (record["request"]["body"]["data"] or b"")
+    # A string that holds no JSON, or clean JSON, is left exactly as it was.
+    clean = json.dumps({"payload": json.dumps({"sku": 'a"b'}), "text": 'say "hi"'}).encode()
+    record = _with_body(exchange(), "request", clean)
+    REDACTOR.redact(record)
+    assert record["request"]["body"]["data"] == clean
+
+
 def test_plural_keys_and_json_under_another_type_are_redacted() -> None:
     """Plural keys ("secrets", "apiKeys", "credentials" holding objects) lose their values, and
     JSON sent as application/octet-stream is searched like JSON."""
