@@ -204,6 +204,65 @@ def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callabl
     assert len(pids) == asked and set(pids) == served  # each worker's own records, all delivered
 
 
+def test_gunicorn_workers_metrics_add_up(infra: Infra, new_topic: Callable[..., str], tmp_path: Path) -> None:
+    """Under gunicorn -w 2 in prometheus_client's multi-process mode, a scrape answered by either
+    worker counts every worker's records: recorded and delivered add up to the requests sent."""
+    prefix = _prefix(new_topic, infra)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
+    env |= {
+        "TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap,
+        "TRAFFICREEL_TOPIC_PREFIX": prefix,
+        "TRAFFICREEL_SERVICE_NAME": "flask-app",
+        "TRAFFICREEL_EXCLUDE_PATHS": "/metrics,/pid",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tests.producers.wsgi_app:recorded",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def total(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    try:
+        assert wait_for_port("127.0.0.1", port, time.monotonic() + 30)
+        served: set[bytes] = set()
+        for i in range(60):
+            response = raw_request(
+                port, b"POST /echo?i=%d HTTP/1.0\r\nHost: g\r\nContent-Length: 2\r\n\r\n{}" % i
+            )
+            assert response.split(b"\r\n", 1)[0].endswith(b" 200 OK"), response
+            served.add(raw_request(port, b"GET /pid HTTP/1.0\r\nHost: g\r\n\r\n").rsplit(b"\r\n\r\n", 1)[1])
+        assert len(served) == 2, served  # both workers recorded some
+        deadline = time.monotonic() + 20
+        scraped = ""
+        while time.monotonic() < deadline:
+            scraped = raw_request(port, b"GET /metrics HTTP/1.0\r\nHost: g\r\n\r\n").decode()
+            if total(scraped, "trafficreel_recorder_delivered_total") >= 60:
+                break
+            time.sleep(0.5)
+        assert total(scraped, "trafficreel_recorder_records_total") == 60, scraped
+        assert total(scraped, "trafficreel_recorder_delivered_total") == 60, scraped
+        assert total(scraped, "trafficreel_recorder_in_flight") == 0, scraped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+
 def test_fork_with_a_live_producer(infra: Infra, new_topic: Callable[..., str]) -> None:
     """Forking while the producer runs: it is flushed and stopped first; parent and child both deliver."""
     prefix = _prefix(new_topic, infra)

@@ -66,6 +66,14 @@ def make_app() -> Flask:
     def pid() -> Response:  # which worker process answered (pre-fork server tests)
         return Response(str(os.getpid()), content_type="text/plain")
 
+    @app.route("/metrics")
+    def metrics() -> Response:  # every worker's, in prometheus_client's multi-process mode
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
     return app
 
 
@@ -73,6 +81,11 @@ bare = make_app()
 _flask = make_app()
 _flask.wsgi_app = TrafficRecorderWSGI(_flask.wsgi_app, config=RecorderConfig.from_env())  # type: ignore[method-assign]
 recorded = _flask
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    from trafficreel.producers.metrics import register
+
+    register(_flask.wsgi_app.recorder)  # type: ignore[attr-defined]
 
 if os.environ.get("TRAFFICREEL_TEST_PREWARM") == "1":
     from trafficreel.producers._body import BodyCapture
