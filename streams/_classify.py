@@ -152,7 +152,7 @@ class _Compiled:
         if self.paths and not any(p.search(view.path) for p in self.paths):
             return False
         for name, values in self.headers:
-            if not any(values.match(v) for v in view.header(name)):
+            if not any(map(values.match, view.header(name))):
                 return False
         source: Any = record["source"]
         for key, values in self.source:
