@@ -40,11 +40,10 @@ store begins; so every rule above holds as if the batches ran one after the othe
 from __future__ import annotations
 
 import hashlib
-import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -60,11 +59,11 @@ from trafficreel.streams._process import DeadLetter, dead_letter_headers
 from trafficreel.streams._sender import Message
 
 from ._avro import AvroBatch, AvroInsert, read_id_and_start
+from ._batches import Batch, Item, Store, inserts, ranges
 
 __all__ = ["ClickHouseSink", "SinkStats"]
 
 log = get_logger("trafficreel.sinks")
-_DAY_US = 86_400_000_000  # the table's partitions are UTC days
 _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
 # Ids per duplicate lookup: 37 bytes each. The lookup raises max_query_size (256 KiB by default)
 # to hold them: every lookup reads the id index of the batch's time range once.
@@ -84,70 +83,12 @@ class SinkStats:
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # records behind, per partition
 
 
-@dataclass(slots=True)
-class _Item:
-    message: Message
-    id: str
-    start_time: int  # µs since the epoch
-    data: bytes  # framed record in the current schema; its Avro body starts at _HEADER_LEN
-    block: bytes  # the record as a block of the insert's Avro container (built before the store)
-
-
-@dataclass
-class _Batch:
-    started: float  # perf_counter when its first record was read
-    messages: list[Message] = field(default_factory=list)
-    size: int = 0
-
-
-@dataclass
-class _Store:
-    """A batch being stored by the insert thread; its offsets are committed when it is done."""
-
-    done: Future[None]
-    ends: dict[tuple[str, int], int]  # next offset of each partition the batch read
-    messages: int
-    started: float  # perf_counter when its first record was read
-
-
 def _message(raw: KafkaMessage) -> Message:
     # librdkafka gives headers as (str, bytes | None) pairs: kept as they are (only a dead letter
     # reads them). The timestamp is not needed here.
     headers: Any = raw.headers()  # a consumer's message: a list of pairs, or None
     return Message(raw.value(), raw.key(), headers, raw.topic() or "", raw.partition() or 0,
                    raw.offset() or 0, None)  # fmt: skip
-
-
-def _day(item: _Item) -> int:
-    return item.start_time // _DAY_US
-
-
-def _inserts(by_partition: dict[tuple[str, int], list[_Item]]) -> Iterator[tuple[int, list[_Item]]]:
-    """A batch's inserts, in order: each holds one day (one part, atomic) and, of each partition,
-    the next run of consecutive offsets of that day. Whatever a crash interrupts, every offset of a
-    partition up to its highest stored one was handled, so resuming after it is exact."""
-    runs = {
-        key: [(day, list(run)) for day, run in itertools.groupby(items, key=_day)]
-        for key, items in by_partition.items()
-    }
-    while runs:
-        by_day: dict[int, list[_Item]] = {}
-        for key in list(runs):
-            day, run = runs[key].pop(0)
-            by_day.setdefault(day, []).extend(run)
-            if not runs[key]:
-                del runs[key]
-        for day in sorted(by_day):
-            yield day, by_day[day]
-
-
-def _ranges(items: list[_Item]) -> str:
-    """topic:partition:first-last of each partition among ``items`` (each a run of offsets)."""
-    ranges: dict[tuple[str, int], list[int]] = {}
-    for item in items:
-        key = (item.message.topic, item.message.partition)
-        ranges.setdefault(key, [item.message.offset, item.message.offset])[1] = item.message.offset
-    return ",".join(f"{t}:{p}:{first}-{last}" for (t, p), (first, last) in sorted(ranges.items()))
 
 
 # ClickHouse errors about the rows themselves: only these send records to the DLQ. Anything else
@@ -226,8 +167,8 @@ class ClickHouseSink:
         self._producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
         self._dlq_lock = threading.Lock()  # dead letters come from the loop and the insert thread
         self._dlq_failed: list[str] = []
-        self._batch: _Batch | None = None
-        self._storing: _Store | None = None
+        self._batch: Batch | None = None
+        self._storing: Store | None = None
         self._handled: dict[tuple[str, int], int] = {}  # offset after each partition's last committed batch
         self._lag_refreshed = time.monotonic()
 
@@ -321,27 +262,18 @@ class ClickHouseSink:
         Read from ``kafka_offsets`` (a few rows per partition, kept at insert time), not by
         scanning ``exchanges``; a partition whose id there is no longer in ``exchanges`` (the table
         was truncated, or its partitions dropped, to load again) counts as not stored."""
-        rows = self._retry(
-            lambda: (
-                self.client.query(
-                    "SELECT kafka_topic, kafka_partition, max(max_offset), "
-                    "toString(argMaxMerge(id_at_max)) FROM kafka_offsets "
-                    "WHERE kafka_topic IN %(topics)s GROUP BY kafka_topic, kafka_partition",
-                    parameters={"topics": tuple(sorted(topics))},
-                ).result_rows
-            )
+        rows = self._rows(
+            "SELECT kafka_topic, kafka_partition, max(max_offset), "
+            "toString(argMaxMerge(id_at_max)) FROM kafka_offsets "
+            "WHERE kafka_topic IN %(topics)s GROUP BY kafka_topic, kafka_partition",
+            parameters={"topics": tuple(sorted(topics))},
         )
         stored = {(t, int(p)): (int(o), str(i)) for t, p, o, i in rows}
         ids = tuple(sorted({i for _, i in stored.values()}))
         if not ids:
             return stored
-        present = self._retry(
-            lambda: (
-                self.client.query(
-                    "SELECT DISTINCT toString(id) FROM exchanges WHERE id IN %(ids)s",
-                    parameters={"ids": ids},
-                ).result_rows
-            )
+        present = self._rows(
+            "SELECT DISTINCT toString(id) FROM exchanges WHERE id IN %(ids)s", parameters={"ids": ids}
         )
         kept = {row[0] for row in present}
         return {key: value for key, value in stored.items() if value[1] in kept}
@@ -365,7 +297,7 @@ class ClickHouseSink:
                     message = _message(raw)
                     batch = self._batch
                     if batch is None:
-                        batch = self._batch = _Batch(time.perf_counter())
+                        batch = self._batch = Batch(time.perf_counter())
                     batch.messages.append(message)
                     batch.size += len(message.value or b"")
                     if len(batch.messages) >= self.batch_rows or batch.size >= self.batch_bytes:
@@ -391,7 +323,7 @@ class ClickHouseSink:
         once the batch before them is stored and committed; ``wait``: until they are too."""
         batch, self._batch = self._batch, None
         if batch is not None and batch.messages:
-            by_partition: dict[tuple[str, int], list[_Item]] = {}
+            by_partition: dict[tuple[str, int], list[Item]] = {}
             ends: dict[tuple[str, int], int] = {}
             for message in batch.messages:
                 key = (message.topic, message.partition)
@@ -411,7 +343,7 @@ class ClickHouseSink:
             )
             store.daemon = True  # a store outliving the loop is only ever an uncommitted one
             store.start()
-            self._storing = _Store(done, ends, len(batch.messages), batch.started)
+            self._storing = Store(done, ends, len(batch.messages), batch.started)
         if wait:
             self._stored()
 
@@ -424,17 +356,16 @@ class ClickHouseSink:
             self._refresh_lag()  # ClickHouse slow or away: the lag gauge still says how far behind
         storing.done.result()
         self._commit(storing.ends)
-        for (topic, partition), end in storing.ends.items():
-            self._handled[(topic, partition)] = end
-            self._lag(topic, partition, end)
+        self._handled.update(storing.ends)
+        self._lag(storing.ends)
         self._lag_refreshed = time.monotonic()
         if self._on_batch is not None:
             self._on_batch(storing.messages, time.perf_counter() - storing.started)
 
-    def _store_batch(self, by_partition: dict[tuple[str, int], list[_Item]], done: Future[None]) -> None:
+    def _store_batch(self, by_partition: dict[tuple[str, int], list[Item]], done: Future[None]) -> None:
         """The insert thread's work: one batch's inserts, in order (``done`` tells how it went)."""
         try:
-            for day, items in _inserts(by_partition):
+            for day, items in inserts(by_partition):
                 self._insert_day(day, items)
                 self._dead_letters_delivered()
         except BaseException as exc:  # noqa: BLE001 - raised again in the loop, by _stored()
@@ -442,7 +373,7 @@ class ClickHouseSink:
         else:
             done.set_result(None)
 
-    def _item(self, message: Message) -> _Item:
+    def _item(self, message: Message) -> Item:
         """The record's id, start time and Avro body in the current schema, without decoding it
         when it was written with the current schema (DecodeError if it cannot be read)."""
         value = message.value or b""
@@ -453,31 +384,31 @@ class ClickHouseSink:
             record = self.deserializer(value)
             record_id, start_time, value = record["id"], record["start_time"], self._serializer(record)
         block = self._avro.block(value, _HEADER_LEN, message.topic, message.partition, message.offset)
-        return _Item(message, record_id, start_time, value, block)
+        return Item(message, record_id, start_time, value, block)
 
     def _refresh_lag(self) -> None:
-        """Each assigned partition's lag from the broker's high watermark (asked for, not cached:
-        the consumer may not be fetching) and the offset after the last committed batch."""
+        """Every assigned partition's lag, the high watermark asked of the broker (the consumer may
+        not be fetching while a store waits for ClickHouse)."""
         self._lag_refreshed = time.monotonic()
-        for key in sorted(self.assigned):
+        self._lag(sorted(self.assigned), cached=False)
+
+    def _lag(self, partitions: Iterable[tuple[str, int]], *, cached: bool = True) -> None:
+        """The lag of these partitions: records from the offset after their last committed batch
+        to the high watermark (``cached``: as the last fetch reported it, no request)."""
+        for key in partitions:
             handled = self._handled.get(key)
             if handled is None:
                 continue
+            where = TopicPartition(*key)
             try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(*key), timeout=2.0)
+                if cached:
+                    _, high = self._consumer.get_watermark_offsets(where, cached=True)
+                else:
+                    _, high = self._consumer.get_watermark_offsets(where, timeout=2.0)
             except KafkaException:
                 continue
             if high is not None and high >= 0:
                 self.stats.lag[key] = max(0, high - handled)
-
-    def _lag(self, topic: str, partition: int, next_offset: int) -> None:
-        # The high watermark as the last fetch reported it: no request to the broker.
-        try:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-        except KafkaException:
-            return
-        if high is not None and high >= 0:
-            self.stats.lag[(topic, partition)] = max(0, high - next_offset)
 
     def _dead_letters_delivered(self) -> None:
         """Dead letters sent so far must be on the broker before any later offset is stored or
@@ -511,10 +442,10 @@ class ClickHouseSink:
                 self.stats.retries += 1
                 time.sleep(min(5.0, 0.2 * 2**attempt))
 
-    def _insert_day(self, day: int, items: list[_Item]) -> None:
+    def _insert_day(self, day: int, items: list[Item]) -> None:
         existing = self._existing_ids(items)
         rows = AvroBatch(self._avro)
-        kept: list[_Item] = []
+        kept: list[Item] = []
         for item in items:
             record_id = item.id.lower()  # as ClickHouse prints a UUID
             if record_id in existing:
@@ -528,7 +459,7 @@ class ClickHouseSink:
         # Offsets name the batch; the ids tell this topic's records from an earlier topic's of
         # the same name (recreated, or an embedded broker restarted) at the same offsets.
         ids = hashlib.blake2b(",".join(item.id for item in kept).encode(), digest_size=8).hexdigest()
-        token = f"{_ranges(items)}:{day}:{ids}"
+        token = f"{ranges(items)}:{day}:{ids}"
         try:
             self._retry(lambda: self._insert(rows, token))
         except Exception as exc:  # noqa: BLE001 - a refused batch: find the refused records
@@ -552,7 +483,7 @@ class ClickHouseSink:
         if self._on_insert is not None:
             self._on_insert(len(rows), time.perf_counter() - started)
 
-    def _insert_refused(self, rows: AvroBatch, items: list[_Item], token: str) -> None:
+    def _insert_refused(self, rows: AvroBatch, items: list[Item], token: str) -> None:
         """A batch ClickHouse refused: records the full decoder rejects go to the DLQ with its
         reason and the rest is tried again; if that fails too, in halves."""
         valid: list[int] = []
@@ -570,7 +501,7 @@ class ClickHouseSink:
             rows, items = rows.subset(valid), [items[i] for i in valid]
         self._insert_halves(rows, items, list(range(len(items))), f"{token}:valid")
 
-    def _insert_halves(self, rows: AvroBatch, items: list[_Item], indexes: list[int], token: str) -> None:
+    def _insert_halves(self, rows: AvroBatch, items: list[Item], indexes: list[int], token: str) -> None:
         """Insert these records; refused for their data, in halves until the refused ones are
         found (a few inserts for one bad record in thousands, not one insert per record)."""
         part = rows.subset(indexes) if len(indexes) < len(items) else rows
@@ -588,13 +519,13 @@ class ClickHouseSink:
             self.stats.rows_inserted += len(indexes)
             self.stats.batches_inserted += 1
 
-    def _existing_ids(self, items: list[_Item]) -> set[str]:
+    def _existing_ids(self, items: list[Item]) -> set[str]:
         found: set[str] = set()
         for first in range(0, len(items), _LOOKUP_IDS):
             found |= self._existing_ids_of(items[first : first + _LOOKUP_IDS])
         return found
 
-    def _existing_ids_of(self, items: list[_Item]) -> set[str]:
+    def _existing_ids_of(self, items: list[Item]) -> set[str]:
         # The ids go as one string split on the server: a literal list of thousands of UUIDs
         # costs more to bind here and to parse there than the lookup itself, and so does binding
         # the string as a parameter (30 ms for 5,000 ids here; the lookup takes 15). It goes into
@@ -611,7 +542,7 @@ class ClickHouseSink:
             f"fromUnixTimestamp64Micro({low}, 'UTC') AND fromUnixTimestamp64Micro({high}, 'UTC') "
             f"AND id IN (SELECT toUUIDOrZero(arrayJoin(splitByChar(',', '{ids}'))))"
         )
-        rows = self._retry(lambda: self.client.query(sql, settings=_LOOKUP_SETTINGS).result_rows)
+        rows = self._rows(sql, settings=_LOOKUP_SETTINGS)
         return {row[0] for row in rows}
 
     def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
@@ -628,6 +559,11 @@ class ClickHouseSink:
         )
         with self._dlq_lock:
             self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
+
+    def _rows(self, sql: str, **kwargs: Any) -> Sequence[Sequence[Any]]:
+        """The rows of a query, retried like every ClickHouse request."""
+        rows: Sequence[Sequence[Any]] = self._retry(lambda: self.client.query(sql, **kwargs).result_rows)
+        return rows
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` until it succeeds, backing off on transient failures (max.poll.interval.ms is
