@@ -174,7 +174,8 @@ def read_id_and_start(data: bytes, start: int) -> tuple[str, int]:
 
 
 class AvroInsert:
-    """The INSERT statement and the container header for one writer schema (the current one)."""
+    """The insert (its target: table, columns, SELECT over the input) and the container header for
+    one writer schema (the current one)."""
 
     def __init__(self, schema: WriterSchema, table: str = "exchanges") -> None:
         if [f["name"] for f in schema.json["fields"][:2]] != ["id", "start_time"]:
@@ -189,7 +190,6 @@ class AvroInsert:
         select = ", ".join(_SELECT[column] for column in COLUMNS)
         # What follows INSERT INTO: the table, its columns and the SELECT over the input.
         self.target = f"{table} ({', '.join(COLUMNS)}) SELECT {select} FROM input('{structure}')"  # noqa: S608
-        self.statement = f"INSERT INTO {self.target} FORMAT Avro"
         self.extended = extended  # the schema of the container: exchange + Kafka coordinates
         self._coordinates: dict[tuple[str, int], bytes] = {}  # encoded topic and partition
 

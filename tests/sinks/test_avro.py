@@ -59,7 +59,7 @@ def test_records_read_back_equal_what_was_sent(clickhouse: Any, records: list[Ex
     rows = AvroBatch(insert)
     for offset, record in enumerate(records):
         rows.add(SERIALIZER(record), 10, "topic.a", 4, 1000 + offset)
-    clickhouse.command(insert.statement, data=rows.payload())
+    insert.send(clickhouse, rows.payload())
     stored = {
         r["id"]: (r, t, p, o)
         for r, t, p, o in rebuild_from_clickhouse(clickhouse, [r["id"] for r in records])
@@ -101,7 +101,7 @@ def test_bytes_after_a_record_do_not_change_its_row(clickhouse: Any) -> None:
     record = sample_exchange(5)
     rows.add(SERIALIZER(record) + b"\x02\x04stray", 10, "topic.b", 2, 77)
     rows.add(SERIALIZER(sample_exchange(6)), 10, "topic.b", 2, 78)
-    clickhouse.command(insert.statement, data=rows.payload())
+    insert.send(clickhouse, rows.payload())
     stored = clickhouse.query(
         "SELECT toString(id), kafka_topic, kafka_partition, kafka_offset FROM exchanges ORDER BY kafka_offset"
     ).result_rows
@@ -124,5 +124,5 @@ def test_numbers_out_of_the_columns_range_are_refused(clickhouse: Any) -> None:
         rows = AvroBatch(insert)
         rows.add(SERIALIZER(record), 10, "t", 0, 0)
         with pytest.raises(Exception, match="cannot be safely converted"):
-            clickhouse.command(insert.statement, data=rows.payload())
+            insert.send(clickhouse, rows.payload())
     assert int(clickhouse.command("SELECT count() FROM exchanges")) == 0
