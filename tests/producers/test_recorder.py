@@ -139,36 +139,44 @@ def test_queue_bound_in_bytes_drops_the_excess() -> None:
     assert final["recorded"] == final["delivered"] + sum(final["dropped"].values())
 
 
+def _gunicorn(infra: Infra, prefix: str, port: int, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """The recorded Flask app under gunicorn -w 2, sending to ``prefix``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
+    environ |= {
+        "TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap,
+        "TRAFFICREEL_TOPIC_PREFIX": prefix,
+        "TRAFFICREEL_SERVICE_NAME": "flask-app",
+        **env,
+    }
+    command = [sys.executable, "-m", "gunicorn", "-w", "2", *args, "-b", f"127.0.0.1:{port}"]
+    return subprocess.Popen(
+        [*command, "tests.producers.wsgi_app:recorded"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _ask_both_workers(port: int) -> tuple[set[bytes], int]:
+    """Ask /pid until both workers answered (gunicorn picks one per request): their pids, and how
+    many requests that took."""
+    served: set[bytes] = set()
+    asked = 0
+    while len(served) < 2 and asked < 400:
+        served.add(raw_request(port, b"GET /pid HTTP/1.0\r\nHost: g\r\n\r\n").rsplit(b"\r\n\r\n", 1)[1])
+        asked += 1
+    assert len(served) == 2, served
+    return served, asked
+
+
 def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callable[..., str]) -> None:
     """Under gunicorn -w 2 --preload, workers forked from a master with a live producer each
     record with their own producer, and every record arrives."""
     prefix = _prefix(new_topic, infra)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
-    env |= {
-        "TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap,
-        "TRAFFICREEL_TOPIC_PREFIX": prefix,
-        "TRAFFICREEL_SERVICE_NAME": "flask-app",
-        "TRAFFICREEL_TEST_PREWARM": "1",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "2",
-            "--preload",
-            "-b",
-            f"127.0.0.1:{port}",
-            "tests.producers.wsgi_app:recorded",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _gunicorn(infra, prefix, port, {"TRAFFICREEL_TEST_PREWARM": "1"}, "--preload")
     try:
         assert wait_for_port("127.0.0.1", port, time.monotonic() + 30)
         for i in range(40):
@@ -178,12 +186,7 @@ def test_gunicorn_preforked_workers_each_record(infra: Infra, new_topic: Callabl
                 b"Content-Length: 2\r\n\r\n{}" % i,
             )
             assert response.split(b"\r\n", 1)[0].endswith(b" 200 OK"), response
-        served: set[bytes] = set()  # ask until both workers answered (gunicorn picks one per request)
-        asked = 0
-        while len(served) < 2 and asked < 400:
-            served.add(raw_request(port, b"GET /pid HTTP/1.0\r\nHost: g\r\n\r\n").rsplit(b"\r\n\r\n", 1)[1])
-            asked += 1
-        assert len(served) == 2, served
+        served, asked = _ask_both_workers(port)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
@@ -209,31 +212,8 @@ def test_gunicorn_workers_metrics_add_up(infra: Infra, new_topic: Callable[..., 
     worker counts every worker's records: recorded and delivered add up to the requests sent."""
     prefix = _prefix(new_topic, infra)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICREEL_")}
-    env |= {
-        "TRAFFICREEL_KAFKA_BOOTSTRAP": infra.bootstrap,
-        "TRAFFICREEL_TOPIC_PREFIX": prefix,
-        "TRAFFICREEL_SERVICE_NAME": "flask-app",
-        "TRAFFICREEL_EXCLUDE_PATHS": "/metrics",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "tests.producers.wsgi_app:recorded",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = {"TRAFFICREEL_EXCLUDE_PATHS": "/metrics", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    proc = _gunicorn(infra, prefix, port, env)
 
     def total(text: str, name: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
@@ -245,12 +225,7 @@ def test_gunicorn_workers_metrics_add_up(infra: Infra, new_topic: Callable[..., 
                 port, b"POST /echo?i=%d HTTP/1.0\r\nHost: g\r\nContent-Length: 2\r\n\r\n{}" % i
             )
             assert response.split(b"\r\n", 1)[0].endswith(b" 200 OK"), response
-        served: set[bytes] = set()  # ask until both workers answered (and recorded) one
-        asked = 0
-        while len(served) < 2 and asked < 400:
-            served.add(raw_request(port, b"GET /pid HTTP/1.0\r\nHost: g\r\n\r\n").rsplit(b"\r\n\r\n", 1)[1])
-            asked += 1
-        assert len(served) == 2, served
+        _, asked = _ask_both_workers(port)  # each answered (and recorded) one
         sent = 60 + asked
         deadline = time.monotonic() + 20
         scraped = ""

@@ -118,24 +118,30 @@ class _CrashError(Exception):
     pass
 
 
-def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, clickhouse: Any) -> None:
-    """Rows inserted whose offsets were never committed (the sink died in between) are not inserted
-    again by the next sink of the group: it resumes after the last stored offset."""
+class _DiesBeforeCommit(ClickHouseSink):
+    def _commit(self, ends: dict[tuple[str, int], int]) -> None:
+        raise _CrashError
 
-    class DiesBeforeCommit(ClickHouseSink):
-        def _commit(self, ends: dict[tuple[str, int], int]) -> None:
-            raise _CrashError
 
+def _crashed_before_commit(infra: Any, clickhouse: Any) -> tuple[str, tuple[Any, ...], int]:
+    """200 records, and a sink that stored some of them and died before committing: the topic
+    prefix, the arguments of a sink of the same group, and the rows stored."""
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
     produce(infra.bootstrap, f"{prefix}.business", business_records(200))
     factory, conf = client_factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
     args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
-    dying = DiesBeforeCommit(*args, group=f"{prefix}-sink")
     with pytest.raises(_CrashError):
-        dying.run()
+        _DiesBeforeCommit(*args, group=f"{prefix}-sink").run()
     stored = row_count(clickhouse)
     assert 0 < stored <= 200
+    return prefix, args, stored
+
+
+def test_a_crash_between_insert_and_commit_is_not_inserted_again(infra: Any, clickhouse: Any) -> None:
+    """Rows inserted whose offsets were never committed (the sink died in between) are not inserted
+    again by the next sink of the group: it resumes after the last stored offset."""
+    prefix, args, _ = _crashed_before_commit(infra, clickhouse)
     after = ClickHouseSink(*args, group=f"{prefix}-sink")
     run_until(after, lambda: row_count(clickhouse) >= 200)
     time.sleep(1)
@@ -147,20 +153,7 @@ def test_resuming_trusts_stored_offsets_only_while_their_rows_are_there(infra: A
     """kafka_offsets keeps each partition's highest stored offset; after exchanges is truncated to
     load again, the next sink does not skip what it no longer holds. A migration counts the rows
     stored before kafka_offsets existed."""
-
-    class DiesBeforeCommit(ClickHouseSink):
-        def _commit(self, ends: dict[tuple[str, int], int]) -> None:
-            raise _CrashError
-
-    prefix = make_topics(infra.bootstrap, partitions=1)
-    migrate(clickhouse)
-    produce(infra.bootstrap, f"{prefix}.business", business_records(200))
-    factory, conf = client_factory(infra, clickhouse.database), {"bootstrap.servers": infra.bootstrap}
-    args = (factory, conf, [f"{prefix}.business"], f"{prefix}.dlq")
-    with pytest.raises(_CrashError):
-        DiesBeforeCommit(*args, group=f"{prefix}-sink").run()
-    stored = row_count(clickhouse)
-    assert 0 < stored <= 200
+    prefix, args, stored = _crashed_before_commit(infra, clickhouse)
 
     def offsets() -> list[tuple[Any, ...]]:
         return clickhouse.query(
@@ -529,6 +522,6 @@ def test_a_repeated_insert_is_counted_once_in_the_views(clickhouse: Any) -> None
         "deduplicate_blocks_in_dependent_materialized_views": 1,
     }
     for _ in range(2):
-        clickhouse.command(insert.statement, data=batch.payload(), settings=settings)
+        insert.send(clickhouse, batch.payload(), settings)
     assert row_count(clickhouse) == 5
     assert int(clickhouse.command("SELECT sum(requests) FROM route_minute")) == 5
