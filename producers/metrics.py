@@ -31,6 +31,23 @@ __all__ = ["RecorderCollector", "register"]
 _MIRROR_SECONDS = 1.0
 
 
+# Each recorder counter: its key in ``Recorder.stats()``, metric name, help, and whether it is a
+# counter (else a gauge). Dropped records are one more counter, labelled by reason.
+_SERIES = (
+    ("recorded", "trafficreel_recorder_records", "Exchanges captured for recording.", True),
+    ("delivered", "trafficreel_recorder_delivered", "Records the broker acknowledged.", True),
+    ("broker_errors", "trafficreel_recorder_broker_errors", "Errors reported by the Kafka client.", True),
+    (
+        "queue_bytes",
+        "trafficreel_recorder_queue_bytes",
+        "Bytes of records waiting to be sent or acknowledged.",
+        False,
+    ),
+    ("in_flight", "trafficreel_recorder_in_flight", "Records not yet delivered or dropped.", False),
+)
+_DROPPED = ("trafficreel_recorder_dropped", "Records dropped, by reason.")
+
+
 class RecorderCollector:
     """A prometheus_client collector over one or more recorders."""
 
@@ -43,45 +60,27 @@ class RecorderCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        recorded = CounterMetricFamily(
-            "trafficreel_recorder_records", "Exchanges captured for recording.", labels=["service"]
-        )
-        delivered = CounterMetricFamily(
-            "trafficreel_recorder_delivered", "Records the broker acknowledged.", labels=["service"]
-        )
-        dropped = CounterMetricFamily(
-            "trafficreel_recorder_dropped", "Records dropped, by reason.", labels=["service", "reason"]
-        )
-        errors = CounterMetricFamily(
-            "trafficreel_recorder_broker_errors", "Errors reported by the Kafka client.", labels=["service"]
-        )
-        queued = GaugeMetricFamily(
-            "trafficreel_recorder_queue_bytes",
-            "Bytes of records waiting to be sent or acknowledged.",
-            labels=["service"],
-        )
-        in_flight = GaugeMetricFamily(
-            "trafficreel_recorder_in_flight", "Records not yet delivered or dropped.", labels=["service"]
-        )
+        families = {
+            key: (CounterMetricFamily if counter else GaugeMetricFamily)(name, text, labels=["service"])
+            for key, name, text, counter in _SERIES
+        }
+        dropped = CounterMetricFamily(*_DROPPED, labels=["service", "reason"])
         for recorder in list(self._recorders):
             service = recorder.config.service_name
             stats = recorder.stats()
-            recorded.add_metric([service], stats["recorded"])
-            delivered.add_metric([service], stats["delivered"])
+            for key, family in families.items():
+                family.add_metric([service], stats[key])
             for reason, count in sorted(stats["dropped"].items()):
                 dropped.add_metric([service, reason], count)
-            errors.add_metric([service], stats["broker_errors"])
-            queued.add_metric([service], stats["queue_bytes"])
-            in_flight.add_metric([service], stats["in_flight"])
-        yield from (recorded, delivered, dropped, errors, queued, in_flight)
+        yield from (*families.values(), dropped)
 
 
 class _Mirror:
     """Copies recorders' counters into prometheus_client's multi-process metrics (one per process).
 
     Counters go up by what each recorder counted since the last copy; a forked child starts from
-    its own recorder's counters, which start again at zero. The thread is started again in each
-    child after a fork."""
+    its own recorder's counters, which start again at zero. Gauges are summed over live processes.
+    The thread is started again in each child after a fork."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge
@@ -90,27 +89,14 @@ class _Mirror:
         self._last: dict[tuple[int, str], float] = {}  # (id of the recorder, series) -> copied so far
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        labels = ["service"]
-        self.recorded = Counter("trafficreel_recorder_records", "Exchanges captured for recording.", labels)
-        self.delivered = Counter("trafficreel_recorder_delivered", "Records the broker acknowledged.", labels)
-        self.dropped = Counter(
-            "trafficreel_recorder_dropped", "Records dropped, by reason.", ["service", "reason"]
-        )
-        self.errors = Counter(
-            "trafficreel_recorder_broker_errors", "Errors reported by the Kafka client.", labels
-        )
-        self.queued = Gauge(
-            "trafficreel_recorder_queue_bytes",
-            "Bytes of records waiting to be sent or acknowledged.",
-            labels,
-            multiprocess_mode="livesum",
-        )
-        self.in_flight = Gauge(
-            "trafficreel_recorder_in_flight",
-            "Records not yet delivered or dropped.",
-            labels,
-            multiprocess_mode="livesum",
-        )
+        self._metrics: dict[str, Any] = {
+            key: Counter(name, text, ["service"])
+            if counter
+            else Gauge(name, text, ["service"], multiprocess_mode="livesum")
+            for key, name, text, counter in _SERIES
+        }
+        self._counters = {key for key, _, _, counter in _SERIES if counter}
+        self._dropped = Counter(*_DROPPED, ["service", "reason"])
         self._start()
         os.register_at_fork(after_in_child=self._start)
 
@@ -137,13 +123,13 @@ class _Mirror:
         with self._lock:
             for recorder in list(self.recorders):
                 service, stats, ident = recorder.config.service_name, recorder.stats(), id(recorder)
-                self._add(self.recorded, (ident, "recorded"), stats["recorded"], service)
-                self._add(self.delivered, (ident, "delivered"), stats["delivered"], service)
-                self._add(self.errors, (ident, "errors"), stats["broker_errors"], service)
+                for key, metric in self._metrics.items():
+                    if key in self._counters:
+                        self._add(metric, (ident, key), stats[key], service)
+                    else:
+                        metric.labels(service).set(stats[key])
                 for reason, count in stats["dropped"].items():
-                    self._add(self.dropped, (ident, f"dropped:{reason}"), count, service, reason)
-                self.queued.labels(service).set(stats["queue_bytes"])
-                self.in_flight.labels(service).set(stats["in_flight"])
+                    self._add(self._dropped, (ident, f"dropped:{reason}"), count, service, reason)
 
 
 _DEFAULT: RecorderCollector | None = None
