@@ -23,8 +23,10 @@ import gc
 import math
 import os
 import ssl
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -123,6 +125,9 @@ class StreamWorker:
             broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
             broker_credentials=faust_credentials(kafka),
             store="memory://",  # tables are rebuilt from their changelog at start
+            # faust makes <name>-data/ in the working directory by default; with tables in memory
+            # it holds nothing, so it goes where it cannot clutter the user's checkout.
+            datadir=str(Path(tempfile.gettempdir()) / f"trafficreel-stream-{settings.stream_group}"),
             web_enabled=False,  # metrics and probes are served by trafficreel.health
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=6.0,

@@ -93,6 +93,7 @@ def test_worker_routes_every_class_and_dead_letters_the_rest(infra, tmp_path: Pa
             by_class["k8s-api"]
         )
         assert worker.stop() == 0  # SIGTERM: a clean, prompt stop
+    assert not list(tmp_path.glob("*-data"))  # faust's data directory is not in the working directory
     for cls, records in by_class.items():
         out = read_all(infra.bootstrap, f"{prefix}.{cls}")
         decoded = [DESERIALIZER(m.value) for m in out]  # type: ignore[arg-type]
@@ -135,6 +136,7 @@ def test_faust_command_line_runs_the_same_worker(infra, tmp_path: Path) -> None:
         status, body = worker.get("/ready")
         assert status == 200 and "partitions assigned" in body
         worker.stop()
+    assert not list(tmp_path.glob("*-data"))
     for cls, records in by_class.items():
         out = [DESERIALIZER(m.value) for m in read_all(infra.bootstrap, f"{prefix}.{cls}")]  # type: ignore[arg-type]
         assert sorted(r["id"] for r in out) == sorted(r["id"] for r in records)

@@ -126,7 +126,10 @@ class Worker:
                 TRAFFICREEL_STREAM_GROUP=f"{prefix}-group",
             )
         with self.log.open("w") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ)
+            # Run where the log goes: a worker must leave nothing in its working directory.
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=log_dir
+            )
 
     def get(self, path: str) -> tuple[int, str]:
         try:
