@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fastavro
@@ -27,7 +28,10 @@ from trafficreel.schemas._encoder import _long  # Avro's zig-zag varint, shared 
 
 from ._rows import COLUMNS
 
-__all__ = ["AvroBatch", "AvroInsert", "clickhouse_structure", "read_id_and_start"]
+__all__ = ["AvroBatch", "AvroInsert", "Block", "clickhouse_structure", "read_id_and_start"]
+
+Block = tuple[bytes, memoryview]  # a container block: its head, and a view of the record's Avro body
+_CHUNK_BYTES = 1 << 20  # pieces of an insert's body as it is sent
 
 _COORDINATES = [
     {"name": "kafka_topic", "type": "string"},
@@ -193,23 +197,28 @@ class AvroInsert:
         self.extended = extended  # the schema of the container: exchange + Kafka coordinates
         self._coordinates: dict[tuple[str, int], bytes] = {}  # encoded topic and partition
 
-    def block(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> bytes:
+    def block(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> Block:
         """The container block of the record at ``topic``/``partition``/``offset`` whose Avro
-        body is ``data[start:]``: its coordinates, then its own bytes."""
+        body is ``data[start:]``: its head (block count and size, coordinates) and a view of the
+        record's own bytes, which are not copied until the insert's body is put together."""
         prefix = self._coordinates.get((topic, partition))
         if prefix is None:
             name = topic.encode()
             prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
         body = memoryview(data)[start:]
         head = prefix + _long(offset)
-        return b"".join((b"\x02", _long(len(head) + len(body)), head, body, self.sync))
+        return b"\x02" + _long(len(head) + len(body)) + head, body
 
-    def send(self, client: Any, payload: bytes, settings: dict[str, Any] | None = None) -> None:
-        """Insert a container (``AvroBatch.payload()``) with a clickhouse-connect client.
+    def send(
+        self, client: Any, payload: bytes | Iterable[bytes], settings: dict[str, Any] | None = None
+    ) -> None:
+        """Insert a container (``AvroBatch.payload()``, or its ``chunks()``) with a clickhouse-connect
+        client.
 
-        Sent as a raw insert, the statement ahead of the data in the body: ``client.command``
-        with data decodes the whole payload as text to classify the statement (about 15 µs per
-        record, more than ClickHouse takes to store it)."""
+        Sent as a raw insert: ``client.command`` with data decodes the whole payload as text to
+        classify the statement (about 15 µs per record, more than ClickHouse takes to store it).
+        Chunks stream as they are joined, the statement in the URL, so the body is never held
+        whole (bytes get the statement put in front of them: one more copy)."""
         client.raw_insert(self.target, None, payload, settings=settings, fmt="Avro")
 
 
@@ -218,7 +227,7 @@ class AvroBatch:
 
     def __init__(self, insert: AvroInsert) -> None:
         self._insert = insert
-        self.blocks: list[bytes] = []
+        self.blocks: list[Block] = []
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -234,4 +243,19 @@ class AvroBatch:
         return out
 
     def payload(self) -> bytes:
-        return self._insert.header + b"".join(self.blocks)
+        """The whole container, in one piece."""
+        return b"".join(self.chunks(1 << 62))
+
+    def chunks(self, size: int = _CHUNK_BYTES) -> Iterator[bytes]:
+        """The container in pieces of about ``size`` bytes (a new iterator per insert attempt)."""
+        sync = self._insert.sync
+        parts: list[bytes | memoryview] = [self._insert.header]
+        held = len(self._insert.header)
+        for head, body in self.blocks:
+            parts += (head, body, sync)
+            held += len(head) + len(body) + 16
+            if held >= size:
+                yield b"".join(parts)
+                parts, held = [], 0
+        if parts:
+            yield b"".join(parts)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from trafficreel.streams._sender import Message
 
+from ._avro import Block
+
 __all__ = ["Batch", "Item", "Store", "inserts", "ranges"]
 
 _DAY_US = 86_400_000_000  # the table's partitions are UTC days
@@ -26,14 +28,18 @@ class Item:
     id: str
     start_time: int  # µs since the epoch
     data: bytes  # framed record in the current schema (single-object: its Avro body starts at 10)
-    block: bytes  # the record as a block of the insert's Avro container (built before the store)
+    block: Block  # the record as a block of the insert's Avro container (built as it is read)
 
 
 @dataclass
 class Batch:
+    """Records read since the last flush, each prepared for the insert as it was read."""
+
     started: float  # perf_counter when its first record was read
-    messages: list[Message] = field(default_factory=list)
-    size: int = 0
+    by_partition: dict[tuple[str, int], list[Item]] = field(default_factory=dict)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset of each partition
+    messages: int = 0  # read, dead letters included
+    size: int = 0  # bytes of the records' values
 
 
 @dataclass

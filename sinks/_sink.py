@@ -32,9 +32,15 @@ at the offsets of earlier ones are not taken for them; the per-minute aggregate 
 inserts too (``non_replicated_deduplication_window``).
 
 Batches are pipelined, one deep: while ClickHouse stores a batch (a thread of its own, waiting on
-the HTTP request without the GIL), the loop reads and prepares the next. Stores run one at a time,
-in order, and a batch's offsets are committed once its store returned, before the next batch's
-store begins; so every rule above holds as if the batches ran one after the other.
+the HTTP request without the GIL), the loop reads and prepares the next, record by record as it
+reads them. A batch is due when it holds ``batch_rows`` records or ``batch_bytes`` bytes, or its
+first record is ``batch_seconds`` old; a due batch whose predecessor is still being stored goes
+on growing, up to four times those limits, and is handed over as soon as that store is done. A
+sink that is behind so sends fewer, larger inserts (each costs ClickHouse a fixed amount, about
+as much as a few thousand rows, and makes a part to merge) and never stops reading while
+ClickHouse works. Stores run one at a time, in order, and a batch's offsets are committed once
+its store returned, before the next batch's store begins; so every rule above holds as if the
+batches ran one after the other.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ _HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
 # to hold them: every lookup reads the id index of the batch's time range once.
 _LOOKUP_IDS = 20_000
 _LAG_REFRESH_SECONDS = 5.0
+_GROWTH = 4  # how far past its limits a batch grows while the one before is being stored
 _LOOKUP_SETTINGS = {"max_query_size": 2 << 20}
 _ID_TEXT = re.compile(r"[0-9a-fA-F-]{1,64}")  # an id that may go into a statement as it is
 
@@ -294,22 +301,19 @@ class ClickHouseSink:
                         if error.code() != KafkaError._PARTITION_EOF:
                             log.warning("kafka error", error=str(error))
                         continue
-                    message = _message(raw)
                     batch = self._batch
                     if batch is None:
                         batch = self._batch = Batch(time.perf_counter())
-                    batch.messages.append(message)
-                    batch.size += len(message.value or b"")
-                    if len(batch.messages) >= self.batch_rows or batch.size >= self.batch_bytes:
-                        self._flush_batch()
-                batch = self._batch
-                if batch is not None and time.perf_counter() - batch.started >= self.batch_seconds:
-                    self._flush_batch()
+                    self._add(batch, _message(raw))
+                    if batch.messages >= self.batch_rows or batch.size >= self.batch_bytes:
+                        self._flush_if_due(batch)
                 storing = self._storing
                 if storing is not None and storing.done.done():
                     self._stored()  # commit as soon as it is stored (and raise what the store raised)
                 elif storing is not None and time.monotonic() - self._lag_refreshed > _LAG_REFRESH_SECONDS:
                     self._refresh_lag()  # a store taking long (ClickHouse away): keep the lag current
+                if self._batch is not None:
+                    self._flush_if_due(self._batch)
                 self._producer.poll(0)
             self._flush_batch(wait=True)
         finally:
@@ -318,32 +322,44 @@ class ClickHouseSink:
 
     # -- one batch -------------------------------------------------------------------------
 
+    def _flush_if_due(self, batch: Batch) -> None:
+        """Hand the batch over when it is due: full (``batch_rows``/``batch_bytes``) or its first
+        record ``batch_seconds`` old. While ClickHouse still stores the batch before, a due batch
+        goes on growing, up to ``_GROWTH`` times the limits, and is handed over once that store is
+        done: a sink behind its topics sends fewer, larger inserts (each has a fixed cost in
+        ClickHouse, about as much as a few thousand rows), and reading goes on during a store."""
+        rows, size = batch.messages, batch.size
+        due = (
+            rows >= self.batch_rows
+            or size >= self.batch_bytes
+            or time.perf_counter() - batch.started >= self.batch_seconds
+        )
+        if not due:
+            return
+        storing = self._storing
+        if (
+            storing is None
+            or storing.done.done()
+            or rows >= self.batch_rows * _GROWTH
+            or size >= self.batch_bytes * _GROWTH
+        ):
+            self._flush_batch()
+
     def _flush_batch(self, wait: bool = False) -> None:
         """Hand the records of every partition read since the last flush to the insert thread,
         once the batch before them is stored and committed; ``wait``: until they are too."""
         batch, self._batch = self._batch, None
         if batch is not None and batch.messages:
-            by_partition: dict[tuple[str, int], list[Item]] = {}
-            ends: dict[tuple[str, int], int] = {}
-            for message in batch.messages:
-                key = (message.topic, message.partition)
-                ends[key] = message.offset + 1
-                try:
-                    item = self._item(message)
-                except DecodeError as exc:
-                    self._dead_letter(message, exc.reason, str(exc))
-                else:
-                    by_partition.setdefault(key, []).append(item)
             self._stored()
             # Dead letters reach the broker before any row past them is stored.
             self._dead_letters_delivered()
             done: Future[None] = Future()
             store = threading.Thread(
-                target=self._store_batch, args=(by_partition, done), name="trafficreel-sink-insert"
+                target=self._store_batch, args=(batch.by_partition, done), name="trafficreel-sink-insert"
             )
             store.daemon = True  # a store outliving the loop is only ever an uncommitted one
             store.start()
-            self._storing = Store(done, ends, len(batch.messages), batch.started)
+            self._storing = Store(done, batch.ends, batch.messages, batch.started)
         if wait:
             self._stored()
 
@@ -372,6 +388,23 @@ class ClickHouseSink:
             done.set_exception(exc)
         else:
             done.set_result(None)
+
+    def _add(self, batch: Batch, message: Message) -> None:
+        """Prepare a record read for its insert (as it is read, while the batch before may still be
+        being stored); one that cannot be read goes to the dead-letter topic."""
+        key = (message.topic, message.partition)
+        batch.ends[key] = message.offset + 1
+        batch.messages += 1
+        batch.size += len(message.value or b"")
+        try:
+            item = self._item(message)
+        except DecodeError as exc:
+            self._dead_letter(message, exc.reason, str(exc))
+        else:
+            items = batch.by_partition.get(key)
+            if items is None:
+                items = batch.by_partition[key] = []
+            items.append(item)
 
     def _item(self, message: Message) -> Item:
         """The record's id, start time and Avro body in the current schema, without decoding it
@@ -473,7 +506,7 @@ class ClickHouseSink:
         started = time.perf_counter()
         self._avro.send(
             self.client,
-            rows.payload(),
+            rows.chunks(),
             {
                 "insert_deduplicate": 1,
                 "insert_deduplication_token": token,

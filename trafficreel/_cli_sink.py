@@ -40,12 +40,18 @@ def sink_command(
     ] = None,
     batch_rows: Annotated[
         int | None,
-        typer.Option(min=1, help="Records per insert at most [env TRAFFICREEL_SINK_BATCH_ROWS, 10000]."),
+        typer.Option(
+            min=1,
+            help="Records that make a batch due; up to 4x while the insert before runs "
+            "[env TRAFFICREEL_SINK_BATCH_ROWS, 10000].",
+        ),
     ] = None,
     batch_bytes: Annotated[
         int | None,
         typer.Option(
-            min=1024, help="Bytes of records per insert at most [env TRAFFICREEL_SINK_BATCH_BYTES, 32 MiB]."
+            min=1024,
+            help="Bytes of records that make a batch due; up to 4x while the insert before runs "
+            "[env TRAFFICREEL_SINK_BATCH_BYTES, 32 MiB].",
         ),
     ] = None,
     batch_seconds: Annotated[

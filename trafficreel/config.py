@@ -92,10 +92,16 @@ class Settings(BaseSettings):
         None, ge=1, description="Days the sink keeps rows in ClickHouse (a table TTL); unset keeps them."
     )
     sink_batch_rows: int = Field(
-        10_000, ge=1, description="Records the sink inserts at most in one batch (all partitions together)."
+        10_000,
+        ge=1,
+        description="Records that make a sink batch due (all partitions together); while the insert before "
+        "is still running a batch grows up to four times this.",
     )
     sink_batch_bytes: int = Field(
-        32 << 20, ge=1024, description="Bytes of records the sink inserts at most in one batch."
+        32 << 20,
+        ge=1024,
+        description="Bytes of records that make a sink batch due; while the insert before is still running "
+        "a batch grows up to four times this.",
     )
     sink_batch_seconds: float = Field(
         0.5,
