@@ -13,6 +13,7 @@ from tests.streams.support import exchange
 from tests.streams.workers import make_topics, read_all
 from trafficreel.schemas import Serializer
 from trafficreel.sinks import ClickHouseSink, migrate
+from trafficreel.sinks import _sink as sink_module
 
 from .support import (
     SERIALIZER,
@@ -403,9 +404,15 @@ def test_a_batch_too_big_for_one_lookup_still_skips_every_duplicate(infra: Any, 
     assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (9000, 9000)
 
 
-def test_ids_in_capitals_are_recognised_when_sent_again(infra: Any, clickhouse: Any) -> None:
+@pytest.mark.parametrize("lookup", ["time range read back", "ids sent"])
+def test_ids_in_capitals_are_recognised_when_sent_again(
+    infra: Any, clickhouse: Any, lookup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A writer spelling ids in capitals: a copy sent again is still found (ClickHouse prints
-    UUIDs in lower case) and stored once."""
+    UUIDs in lower case) and stored once, by either way of looking ids up."""
+    if lookup == "ids sent":  # as when the batch's time range holds many more rows than it
+        monkeypatch.setattr(sink_module, "_RANGE_LOOKUP_ROWS", 0)
+        monkeypatch.setattr(sink_module, "_RANGE_LOOKUP_FACTOR", 0)
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
     batch = business_records(20)
