@@ -10,14 +10,20 @@ the embedded broker; the embedded ClickHouse (chDB behind the HTTP interface) ho
   the faster of a column-oriented Native insert (``engine_native_rows_per_s``) and the records'
   Avro bytes parsed by ClickHouse (``engine_avro_rows_per_s``, what the sink sends);
 - ``ratio`` = rows_per_s / engine_rows_per_s (target ≥ 0.8);
+- ``peak_rss_mib``: peak resident memory of a ``trafficreel sink`` process (default batch
+  settings) loading the same topic from its start, into a database of its own;
 - ``e2e_p99_ms`` and its companions: response sent → row queryable at a steady 1,000 requests/s
   through the whole pipeline (``bench/e2e.py``; target ≤ 2,000 ms).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -143,14 +149,55 @@ def run(quick: bool) -> list[Figure]:
             if stored != count:
                 raise RuntimeError(f"the sink stored {stored} of {count} rows")
             rows_per_s = count / (done[0] - first[0])
+            peak_rss = _sink_peak_rss(broker.bootstrap, clickhouse.url, client, count)
         finally:
             clickhouse.stop()
             broker.stop()
     detail = {"rows": count, "body_bytes": "1 KiB request + 1 KiB response", "partitions": 3}
     return [
         *_rows_figures(rows_per_s, engine_rps, native_rps, avro_rps, detail),
+        Figure(
+            "sink.peak_rss_mib",
+            peak_rss,
+            "MiB",
+            detail={
+                **detail,
+                "process": "trafficreel sink, default batch settings, catching up the whole topic",
+            },
+        ),
         *e2e_figures(quick),
     ]
+
+
+def _sink_peak_rss(bootstrap: str, url: str, client: Any, count: int) -> float:
+    """Peak resident memory (MiB) of a ``trafficreel sink`` process, default settings, loading
+    the whole preloaded topic into a database of its own (a sink far behind: its batches grow)."""
+    client().command("CREATE DATABASE IF NOT EXISTS rss")
+    env = {
+        **os.environ,
+        "TRAFFICREEL_KAFKA_BOOTSTRAP": bootstrap,
+        "TRAFFICREEL_TOPIC_PREFIX": "bench",
+        "TRAFFICREEL_CLICKHOUSE_URL": f"{url}/rss",
+        "TRAFFICREEL_HEALTH_PORT": "0",
+    }
+    command = [sys.executable, "-m", "trafficreel", "sink", "--topic", "business", "--group", "bench-rss"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rss = client("rss")
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            with contextlib.suppress(Exception):  # the table is made by the sink's migrations
+                if int(rss.command("SELECT count() FROM exchanges")) >= count:
+                    break
+        else:
+            raise RuntimeError(f"the sink process did not load {count} rows (exit {proc.returncode})")
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        peak_kib = int(status.split("VmHWM:", 1)[1].split()[0])
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return peak_kib / 1024
 
 
 def _rows_figures(

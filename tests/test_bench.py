@@ -52,6 +52,7 @@ def test_bench_sink_quick_json() -> None:
     sink, engine, ratio = (results[f"sink.{n}"] for n in ("rows_per_s", "engine_rows_per_s", "ratio"))
     assert sink["value"] > 0 and engine["value"] > 0
     assert abs(ratio["value"] - sink["value"] / engine["value"]) < 0.01
+    assert 30 < results["sink.peak_rss_mib"]["value"] < 4096  # a real process's peak, in MiB
     assert ratio["target"] == 0.8
     # end to end at 1,000 requests/s: every row arrives, the latency figures are ordered
     p50, p99, most = (results[f"sink.e2e_{n}_ms"] for n in ("p50", "p99", "max"))
