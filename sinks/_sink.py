@@ -183,6 +183,7 @@ class ClickHouseSink:
         self._batch: Batch | None = None
         self._storing: Store | None = None
         self._handled: dict[tuple[str, int], int] = {}  # offset after each partition's last committed batch
+        self._failed = False  # a store raised: nothing more is stored or committed
         self._lag_refreshed = time.monotonic()
 
     # -- partitions ------------------------------------------------------------------------
@@ -355,6 +356,8 @@ class ClickHouseSink:
         """Hand the records of every partition read since the last flush to the insert thread,
         once the batch before them is stored and committed; ``wait``: until they are too."""
         batch, self._batch = self._batch, None
+        if self._failed:
+            return  # a batch before it failed: it is read again after a restart
         if batch is not None and batch.messages:
             self._stored()
             # Dead letters reach the broker before any row past them is stored.
@@ -374,9 +377,15 @@ class ClickHouseSink:
         storing, self._storing = self._storing, None
         if storing is None:
             return
-        while not wait_futures([storing.done], timeout=_LAG_REFRESH_SECONDS).done:
-            self._refresh_lag()  # ClickHouse slow or away: the lag gauge still says how far behind
-        storing.done.result()
+        try:
+            while not wait_futures([storing.done], timeout=_LAG_REFRESH_SECONDS).done:
+                self._refresh_lag()  # ClickHouse slow or away: the lag gauge still says how far behind
+            storing.done.result()
+        except BaseException:
+            # Its rows may be partly stored, partly not: no later batch may be stored or committed
+            # (closing the consumer revokes the partitions, which would flush the next one).
+            self._failed = True
+            raise
         self._commit(storing.ends)
         self._handled.update(storing.ends)
         self._lag(storing.ends)

@@ -579,3 +579,35 @@ def test_a_batch_grows_while_clickhouse_stores_the_one_before(infra: Any, clickh
     assert inserted[:2] == [300, 1200]
     assert sum(inserted) == 3000
     assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (3000, 3000)
+
+
+class _StoreFailed(BaseException):
+    """Escapes the insert's retries, as a refused dead letter or an interrupt does."""
+
+
+def test_a_failed_store_stores_and_commits_nothing_after_it(infra: Any, clickhouse: Any) -> None:
+    """The second batch's store fails while the third is being read: the sink stops with the
+    error, and neither then nor while closing (which revokes its partitions) does it store or
+    commit the third. A restarted sink loads every record exactly once."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    records = business_records(600)
+    produce(infra.bootstrap, f"{prefix}.business", records)
+    sink = business_sink(infra, clickhouse, prefix, batch_rows=100, batch_seconds=60)
+    insert, calls = sink._insert, []
+
+    def failing_second_insert(rows: Any, token: str) -> None:
+        calls.append(len(rows))
+        if len(calls) == 2:
+            time.sleep(0.5)  # the third batch is being read meanwhile
+            raise _StoreFailed
+        insert(rows, token)
+
+    sink._insert = failing_second_insert  # type: ignore[method-assign]
+    with pytest.raises(_StoreFailed):
+        sink.run()
+    assert row_count(clickhouse) == 100 and len(calls) == 2
+    restarted = business_sink(infra, clickhouse, prefix)  # the same group
+    run_until(restarted, lambda: row_count(clickhouse) >= 600)
+    time.sleep(1)
+    assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (600, 600)
