@@ -12,8 +12,7 @@ import pytest
 from tests.streams.support import exchange
 from tests.streams.workers import make_topics, read_all
 from trafficreel.schemas import Serializer
-from trafficreel.sinks import ClickHouseSink, migrate
-from trafficreel.sinks import _sink as sink_module
+from trafficreel.sinks import ClickHouseSink, _lookup, migrate
 
 from .support import (
     SERIALIZER,
@@ -411,8 +410,8 @@ def test_ids_in_capitals_are_recognised_when_sent_again(
     """A writer spelling ids in capitals: a copy sent again is still found (ClickHouse prints
     UUIDs in lower case) and stored once, by either way of looking ids up."""
     if lookup == "ids sent":  # as when the batch's time range holds many more rows than it
-        monkeypatch.setattr(sink_module, "_RANGE_LOOKUP_ROWS", 0)
-        monkeypatch.setattr(sink_module, "_RANGE_LOOKUP_FACTOR", 0)
+        monkeypatch.setattr(_lookup, "_RANGE_LOOKUP_ROWS", 0)
+        monkeypatch.setattr(_lookup, "_RANGE_LOOKUP_FACTOR", 0)
     prefix = make_topics(infra.bootstrap, partitions=1)
     migrate(clickhouse)
     batch = business_records(20)
