@@ -1,4 +1,5 @@
-"""The compiled decoder reads exactly what fastavro reads, and bad bytes only ever give DecodeError."""
+"""The compiled decoders (the C one and the generated Python) read exactly what fastavro reads, and
+bad bytes only ever give DecodeError."""
 
 from __future__ import annotations
 
@@ -15,47 +16,81 @@ from trafficreel.schemas import (
     Deserializer,
     Exchange,
     Serializer,
+    _decoder,
     exchange_schema,
     sample_exchange,
 )
-from trafficreel.schemas._decoder import compile_decoder
+from trafficreel.schemas._decoder import compile_decoder, compile_split_decoder
+from trafficreel.schemas._schema import _strip_logical_types
 
 SCHEMA = exchange_schema()
 HEADER = b"\xc3\x01" + SCHEMA.fingerprint
+PLAIN = _strip_logical_types(SCHEMA.json)
+DECODERS = {
+    "native": compile_decoder(PLAIN, native=True),
+    "python": compile_decoder(PLAIN, native=False),
+}
+both = pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+
+
+def test_the_c_decoder_is_built_and_used() -> None:
+    """The package's C decoder is built and is what the codec uses (the stream worker's speed
+    rests on it); TRAFFICREEL_PURE_PYTHON=1 would turn it off."""
+    assert _decoder.NATIVE
+    assert type(SCHEMA.decoder).__module__ == "trafficreel.schemas._cavro"
 
 
 @given(exchanges())
 @settings(max_examples=300, deadline=None)
 def test_identical_to_fastavro(record: Exchange) -> None:
-    """For any record the compiled decoder returns what fastavro returns, and consumes every byte."""
+    """For any record both compiled decoders return what fastavro returns, field order included,
+    and consume every byte."""
     data = Serializer()(record)
     buf = io.BytesIO(data)
     buf.seek(len(HEADER))
     expected = schemaless_reader(buf, SCHEMA.parsed, None)
-    assert SCHEMA.decoder(data, len(HEADER)) == (expected, len(data))
+    for decode in DECODERS.values():
+        value, end = decode(data, len(HEADER))
+        assert (value, end) == (expected, len(data))
+        assert list(value) == list(expected)
+        assert list(value["request"]) == list(expected["request"])
 
 
 def test_every_truncation_is_a_decode_error() -> None:
-    """A record cut at any byte raises DecodeError (truncated or malformed), never anything else."""
+    """A record cut at any byte raises DecodeError (truncated or malformed), never anything else;
+    each decoder raises only the errors the codec turns into DecodeError."""
     data = Serializer()(sample_exchange(5))
     decoder = Deserializer()
     for end in range(len(HEADER), len(data)):
         with pytest.raises(DecodeError) as caught:
             decoder(data[:end])
         assert caught.value.reason in ("truncated", "malformed")
+        for decode in DECODERS.values():
+            with pytest.raises((IndexError, EOFError, ValueError)):
+                decode(data[:end], len(HEADER))
 
 
 @given(st.binary(max_size=600))
 @settings(max_examples=500, deadline=None)
 def test_random_bodies_only_raise_decode_error(body: bytes) -> None:
-    """Random bytes behind a valid header decode or raise DecodeError; nothing else escapes."""
+    """Random bytes behind a valid header decode or raise DecodeError; nothing else escapes. Where
+    both decoders read a value, it is the same value."""
     try:
         Deserializer()(HEADER + body)
     except DecodeError:
         pass
+    results = []
+    for decode in DECODERS.values():
+        try:
+            results.append(decode(HEADER + body, len(HEADER)))
+        except (IndexError, EOFError, ValueError, UnicodeDecodeError):
+            results.append(None)
+    if None not in results:
+        assert results[0] == results[1]
 
 
-def test_huge_block_counts_are_refused_fast() -> None:
+@both
+def test_huge_block_counts_are_refused_fast(native: bool) -> None:
     """An array claiming billions of items in a few bytes is malformed at once, not a long loop."""
     schema = {
         "type": "record",
@@ -63,10 +98,11 @@ def test_huge_block_counts_are_refused_fast() -> None:
         "fields": [{"name": "a", "type": {"type": "array", "items": "long"}}],
     }
     with pytest.raises(ValueError, match="beyond the data"):
-        compile_decoder(schema)(b"\x80\x80\x80\x80\x10\x00", 0)
+        compile_decoder(schema, native=native)(b"\x80\x80\x80\x80\x10\x00", 0)
 
 
-def test_other_types_match_fastavro() -> None:
+@both
+def test_other_types_match_fastavro(native: bool) -> None:
     """Floats, booleans, maps of records, negative block counts and reversed unions read like fastavro."""
     from fastavro import parse_schema, schemaless_writer
 
@@ -100,7 +136,7 @@ def test_other_types_match_fastavro() -> None:
     }
     out = io.BytesIO()
     schemaless_writer(out, parse_schema(schema), record)
-    assert compile_decoder(schema)(out.getvalue(), 0) == (record, len(out.getvalue()))
+    assert compile_decoder(schema, native=native)(out.getvalue(), 0) == (record, len(out.getvalue()))
     # A block with a negative count carries its byte size first (as Java writers may emit).
     blocked = {
         "type": "record",
@@ -108,10 +144,11 @@ def test_other_types_match_fastavro() -> None:
         "fields": [{"name": "a", "type": {"type": "array", "items": "int"}}],
     }
     data = b"\x03\x04\x02\x04\x00"  # count -2, block size 2, items 1 and 2, end of array
-    assert compile_decoder(blocked)(data, 0) == ({"a": [1, 2]}, 5)
+    assert compile_decoder(blocked, native=native)(data, 0) == ({"a": [1, 2]}, 5)
 
 
-def test_varint_widths_and_out_of_range_indexes() -> None:
+@both
+def test_varint_widths_and_out_of_range_indexes(native: bool) -> None:
     """Longs at every varint width boundary read like fastavro; a union branch or enum index
     beyond the schema is malformed, not a wrong value."""
     from fastavro import parse_schema, schemaless_writer
@@ -130,7 +167,7 @@ def test_varint_widths_and_out_of_range_indexes() -> None:
     out = io.BytesIO()
     schemaless_writer(out, parse_schema(schema), record)
     data = out.getvalue()
-    decode = compile_decoder(schema)
+    decode = compile_decoder(schema, native=native)
     assert decode(data, 0) == (record, len(data))
     enum_at = data.index(b"\x04" + b"\x02\x90\x03")  # enum C (index 2) before union branch 1, length 200
     for position, byte in ((enum_at, 6), (enum_at, 3), (enum_at + 1, 4)):
@@ -139,7 +176,8 @@ def test_varint_widths_and_out_of_range_indexes() -> None:
             decode(bad, 0)
 
 
-def test_lengths_at_every_width_and_negative_lengths() -> None:
+@both
+def test_lengths_at_every_width_and_negative_lengths(native: bool) -> None:
     """Strings and bytes of every varint width of length read like fastavro; a negative length is
     malformed at any width, and data cut inside the last value is truncated."""
     from fastavro import parse_schema, schemaless_writer
@@ -156,7 +194,7 @@ def test_lengths_at_every_width_and_negative_lengths() -> None:
     out = io.BytesIO()
     schemaless_writer(out, parse_schema(schema), record)
     data = out.getvalue()
-    decode = compile_decoder(schema)
+    decode = compile_decoder(schema, native=native)
     assert decode(data, 0) == (record, len(data))
     with pytest.raises(EOFError):
         decode(data[:-1], 0)
@@ -175,6 +213,8 @@ def test_split_decoder_says_where_a_field_starts(record: Exchange) -> None:
     data = Serializer()(record)
     decoded, end, split = SCHEMA.split_decoder("traffic_class")(data, len(HEADER))
     assert (decoded, end) == SCHEMA.decoder(data, len(HEADER))
+    python = compile_split_decoder(PLAIN, "traffic_class", native=False)(data, len(HEADER))
+    assert python == (decoded, end, split)
     fields = SCHEMA.json["fields"]
     first = [f["name"] for f in fields].index("traffic_class")
     tail = compile_encoder({"type": "record", "name": "Tail", "fields": fields[first:]})

@@ -1,0 +1,435 @@
+/* The Avro binary decoder of schemas/_decoder.py, in C.
+ *
+ * _decoder.compile_decoder() turns a schema into a tree of nested tuples (a "program"); here
+ * Program(tree, split) turns that into C nodes once, and calling it decodes one value:
+ *
+ *     program(data, pos) -> (value, end)            split < 0
+ *     program(data, pos) -> (value, end, split_pos) split = index of a field of the top record
+ *
+ * It returns exactly what the compiled Python decoder returns (dicts in field order, bytes, str,
+ * int, float, bool, None, lists) and raises the same kinds of errors: EOFError for data cut
+ * short, ValueError for malformed data, UnicodeDecodeError for strings that are not UTF-8.
+ *
+ * Node kinds (first item of each tuple):
+ *   0 null, 1 boolean, 2 int/long, 3 float, 4 double, 5 bytes, 6 string   (kind,)
+ *   7 record   (7, (name, ...), (node, ...))
+ *   8 enum     (8, (symbol, ...))
+ *   9 fixed    (9, size)
+ *   10 array   (10, item node)
+ *   11 map     (11, value node)
+ *   12 union   (12, index of null, the other branch's node)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+enum {
+    K_NULL, K_BOOLEAN, K_LONG, K_FLOAT, K_DOUBLE, K_BYTES, K_STRING,
+    K_RECORD, K_ENUM, K_FIXED, K_ARRAY, K_MAP, K_UNION, K_COUNT
+};
+
+typedef struct Node {
+    int kind;
+    Py_ssize_t n;            /* record: fields; enum: symbols; fixed: size */
+    struct Node **children;  /* record: n fields; array, map, union: one */
+    PyObject **names;        /* record: field names; enum: symbols (owned references) */
+    int null_index;          /* union */
+} Node;
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t len;
+    Py_ssize_t pos;
+} Reader;
+
+/* -- building the tree ------------------------------------------------------------------------ */
+
+static void free_node(Node *node) {
+    if (node == NULL) return;
+    Py_ssize_t children = node->kind == K_RECORD ? node->n
+                          : (node->kind == K_ARRAY || node->kind == K_MAP || node->kind == K_UNION) ? 1
+                          : 0;
+    if (node->children != NULL) {
+        for (Py_ssize_t i = 0; i < children; i++) free_node(node->children[i]);
+        PyMem_Free(node->children);
+    }
+    if (node->names != NULL) {
+        for (Py_ssize_t i = 0; i < node->n; i++) Py_XDECREF(node->names[i]);
+        PyMem_Free(node->names);
+    }
+    PyMem_Free(node);
+}
+
+static int bad_program(const char *what) {
+    PyErr_Format(PyExc_TypeError, "invalid decoder program: %s", what);
+    return -1;
+}
+
+static Node *build_node(PyObject *spec);
+
+static int take_names(Node *node, PyObject *names, int strings_only) {
+    if (!PyTuple_Check(names)) return bad_program("names must be a tuple");
+    node->n = PyTuple_GET_SIZE(names);
+    node->names = PyMem_Calloc(node->n ? node->n : 1, sizeof(PyObject *));
+    if (node->names == NULL) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < node->n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (strings_only && !PyUnicode_Check(name)) return bad_program("a name is not a str");
+        Py_INCREF(name);
+        if (PyUnicode_Check(name)) PyUnicode_InternInPlace(&name);
+        node->names[i] = name;
+    }
+    return 0;
+}
+
+static int take_child(Node *node, PyObject *spec) {
+    node->children = PyMem_Calloc(1, sizeof(Node *));
+    if (node->children == NULL) { PyErr_NoMemory(); return -1; }
+    node->children[0] = build_node(spec);
+    return node->children[0] == NULL ? -1 : 0;
+}
+
+static Node *build_node(PyObject *spec) {
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) < 1) {
+        bad_program("a node must be a non-empty tuple");
+        return NULL;
+    }
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    if (kind == -1 && PyErr_Occurred()) return NULL;
+    if (kind < 0 || kind >= K_COUNT) {
+        bad_program("unknown node kind");
+        return NULL;
+    }
+    Py_ssize_t size = PyTuple_GET_SIZE(spec);
+    Node *node = PyMem_Calloc(1, sizeof(Node));
+    if (node == NULL) return (Node *)PyErr_NoMemory();
+    node->kind = (int)kind;
+    int failed = 0;
+    switch (kind) {
+    case K_RECORD: {
+        if (size != 3 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 2))) { failed = bad_program("record"); break; }
+        PyObject *fields = PyTuple_GET_ITEM(spec, 2);
+        if (take_names(node, PyTuple_GET_ITEM(spec, 1), 1) < 0) { failed = 1; break; }
+        if (PyTuple_GET_SIZE(fields) != node->n) { failed = bad_program("record fields"); break; }
+        node->children = PyMem_Calloc(node->n ? node->n : 1, sizeof(Node *));
+        if (node->children == NULL) { PyErr_NoMemory(); failed = 1; break; }
+        for (Py_ssize_t i = 0; i < node->n && !failed; i++) {
+            node->children[i] = build_node(PyTuple_GET_ITEM(fields, i));
+            failed = node->children[i] == NULL;
+        }
+        break;
+    }
+    case K_ENUM:
+        if (size != 2) { failed = bad_program("enum"); break; }
+        failed = take_names(node, PyTuple_GET_ITEM(spec, 1), 1) < 0;
+        break;
+    case K_FIXED:
+        if (size != 2) { failed = bad_program("fixed"); break; }
+        node->n = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
+        failed = node->n < 0 && (PyErr_Occurred() || bad_program("fixed size"));
+        break;
+    case K_ARRAY:
+    case K_MAP:
+        if (size != 2) { failed = bad_program("array or map"); break; }
+        failed = take_child(node, PyTuple_GET_ITEM(spec, 1)) < 0;
+        break;
+    case K_UNION: {
+        if (size != 3) { failed = bad_program("union"); break; }
+        long null_index = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+        if (null_index != 0 && null_index != 1) { failed = PyErr_Occurred() || bad_program("union"); break; }
+        node->null_index = (int)null_index;
+        failed = take_child(node, PyTuple_GET_ITEM(spec, 2)) < 0;
+        break;
+    }
+    default:
+        if (size != 1) failed = bad_program("primitive");
+    }
+    if (failed) {
+        free_node(node);
+        return NULL;
+    }
+    return node;
+}
+
+/* -- reading ---------------------------------------------------------------------------------- */
+
+static int short_data(Reader *r, Py_ssize_t need) {
+    PyErr_Format(PyExc_EOFError, "expected %zd more bytes", need - (r->len - r->pos));
+    return -1;
+}
+
+static inline int read_long(Reader *r, int64_t *out) {
+    const unsigned char *p = r->p;
+    Py_ssize_t pos = r->pos;
+    if (pos < r->len && p[pos] < 0x80) {  /* most numbers here fit in one byte */
+        uint64_t n = p[pos];
+        r->pos = pos + 1;
+        *out = (int64_t)((n >> 1) ^ (0 - (n & 1)));
+        return 0;
+    }
+    uint64_t n = 0;
+    int shift = 0;
+    for (;;) {
+        if (pos >= r->len) { r->pos = pos; return short_data(r, 1); }
+        unsigned char b = p[pos++];
+        if (shift == 63 && (b & 0x7f) > 1) {
+            PyErr_SetString(PyExc_ValueError, "varint does not fit in 64 bits");
+            return -1;
+        }
+        n |= (uint64_t)(b & 0x7f) << shift;
+        if (b < 0x80) break;
+        shift += 7;
+        if (shift > 63) {
+            PyErr_SetString(PyExc_ValueError, "varint longer than 10 bytes");
+            return -1;
+        }
+    }
+    r->pos = pos;
+    *out = (int64_t)((n >> 1) ^ (0 - (n & 1)));
+    return 0;
+}
+
+/* The next length-prefixed run of bytes: its start in *start, its length returned (-1: error). */
+static inline Py_ssize_t read_run(Reader *r, const unsigned char **start) {
+    int64_t n;
+    if (read_long(r, &n) < 0) return -1;
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "negative length %lld", (long long)n);
+        return -1;
+    }
+    if (n > (int64_t)(r->len - r->pos)) return short_data(r, (Py_ssize_t)(n > PY_SSIZE_T_MAX / 2 ? PY_SSIZE_T_MAX / 2 : n));
+    *start = r->p + r->pos;
+    r->pos += (Py_ssize_t)n;
+    return (Py_ssize_t)n;
+}
+
+static PyObject *read_value(const Node *node, Reader *r);
+
+static PyObject *read_record(const Node *node, Reader *r, Py_ssize_t split_field, Py_ssize_t *split_pos) {
+    PyObject *record = PyDict_New();
+    if (record == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < node->n; i++) {
+        if (i == split_field) *split_pos = r->pos;
+        PyObject *value = read_value(node->children[i], r);
+        if (value == NULL || PyDict_SetItem(record, node->names[i], value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(record);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    return record;
+}
+
+static PyObject *read_blocks(const Node *node, Reader *r) {
+    int is_map = node->kind == K_MAP;
+    PyObject *out = is_map ? PyDict_New() : PyList_New(0);
+    if (out == NULL) return NULL;
+    const Node *item = node->children[0];
+    for (;;) {
+        int64_t count;
+        if (read_long(r, &count) < 0) goto fail;
+        if (count == 0) break;
+        if (count < 0) {
+            int64_t block_size;  /* the block's size in bytes: not needed to read it */
+            if (read_long(r, &block_size) < 0) goto fail;
+            if (count == INT64_MIN) {
+                PyErr_SetString(PyExc_ValueError, "block count beyond the data");
+                goto fail;
+            }
+            count = -count;
+        }
+        /* Every item takes at least one byte here, so a count beyond the data is malformed. */
+        if (count > (int64_t)(r->len - r->pos)) {
+            PyErr_SetString(PyExc_ValueError, "block count beyond the data");
+            goto fail;
+        }
+        for (int64_t i = 0; i < count; i++) {
+            if (is_map) {
+                const unsigned char *start;
+                Py_ssize_t n = read_run(r, &start);
+                if (n < 0) goto fail;
+                PyObject *key = PyUnicode_DecodeUTF8((const char *)start, n, NULL);
+                if (key == NULL) goto fail;
+                PyObject *value = read_value(item, r);
+                if (value == NULL) { Py_DECREF(key); goto fail; }
+                int failed = PyDict_SetItem(out, key, value) < 0;
+                Py_DECREF(key);
+                Py_DECREF(value);
+                if (failed) goto fail;
+            } else {
+                PyObject *value = read_value(item, r);
+                if (value == NULL) goto fail;
+                int failed = PyList_Append(out, value) < 0;
+                Py_DECREF(value);
+                if (failed) goto fail;
+            }
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *read_value(const Node *node, Reader *r) {
+    const unsigned char *start;
+    Py_ssize_t n;
+    int64_t v;
+    switch (node->kind) {
+    case K_NULL:
+        Py_RETURN_NONE;
+    case K_BOOLEAN: {
+        if (r->pos >= r->len) { short_data(r, 1); return NULL; }
+        unsigned char b = r->p[r->pos++];
+        if (b > 1) {
+            PyErr_SetString(PyExc_ValueError, "invalid boolean byte");
+            return NULL;
+        }
+        return PyBool_FromLong(b);
+    }
+    case K_LONG:
+        if (read_long(r, &v) < 0) return NULL;
+        return PyLong_FromLongLong(v);
+    case K_FLOAT: {
+        if (r->len - r->pos < 4) { short_data(r, 4); return NULL; }
+        double d = PyFloat_Unpack4((const char *)r->p + r->pos, 1);
+        if (d == -1.0 && PyErr_Occurred()) return NULL;
+        r->pos += 4;
+        return PyFloat_FromDouble(d);
+    }
+    case K_DOUBLE: {
+        if (r->len - r->pos < 8) { short_data(r, 8); return NULL; }
+        double d = PyFloat_Unpack8((const char *)r->p + r->pos, 1);
+        if (d == -1.0 && PyErr_Occurred()) return NULL;
+        r->pos += 8;
+        return PyFloat_FromDouble(d);
+    }
+    case K_BYTES:
+        n = read_run(r, &start);
+        if (n < 0) return NULL;
+        return PyBytes_FromStringAndSize((const char *)start, n);
+    case K_STRING:
+        n = read_run(r, &start);
+        if (n < 0) return NULL;
+        return PyUnicode_DecodeUTF8((const char *)start, n, NULL);
+    case K_RECORD:
+        return read_record(node, r, -1, NULL);
+    case K_ENUM:
+        if (read_long(r, &v) < 0) return NULL;
+        if (v < 0 || v >= node->n) {
+            PyErr_Format(PyExc_ValueError, "enum index %lld out of range", (long long)v);
+            return NULL;
+        }
+        Py_INCREF(node->names[v]);
+        return node->names[v];
+    case K_FIXED:
+        if (r->len - r->pos < node->n) { short_data(r, node->n); return NULL; }
+        r->pos += node->n;
+        return PyBytes_FromStringAndSize((const char *)r->p + r->pos - node->n, node->n);
+    case K_ARRAY:
+    case K_MAP:
+        return read_blocks(node, r);
+    case K_UNION: {
+        /* The branch index is 0 or 1: one byte, 0 or 2 once zigzag-encoded. */
+        if (r->pos >= r->len) { short_data(r, 1); return NULL; }
+        unsigned char b = r->p[r->pos++];
+        if (b == 2 * node->null_index) Py_RETURN_NONE;
+        if (b == 2 * (1 - node->null_index)) return read_value(node->children[0], r);
+        PyErr_Format(PyExc_ValueError, "union branch byte %d out of range", (int)b);
+        return NULL;
+    }
+    }
+    PyErr_SetString(PyExc_SystemError, "unknown node kind");
+    return NULL;
+}
+
+/* -- the Program type ------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Node *root;
+    Py_ssize_t split;  /* index of a field of the top record, or -1 */
+} Program;
+
+static void Program_dealloc(Program *self) {
+    free_node(self->root);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *tree;
+    Py_ssize_t split = -1;
+    static char *keywords[] = {"tree", "split", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n", keywords, &tree, &split)) return NULL;
+    Node *root = build_node(tree);
+    if (root == NULL) return NULL;
+    if (split >= 0 && (root->kind != K_RECORD || split >= root->n)) {
+        free_node(root);
+        PyErr_SetString(PyExc_ValueError, "split must be the index of a field of the top record");
+        return NULL;
+    }
+    Program *self = (Program *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        free_node(root);
+        return NULL;
+    }
+    self->root = root;
+    self->split = split < 0 ? -1 : split;
+    return (PyObject *)self;
+}
+
+static PyObject *Program_call(Program *self, PyObject *args, PyObject *kwargs) {
+    Py_buffer data;
+    Py_ssize_t pos;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "decode(data, pos) takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*n", &data, &pos)) return NULL;
+    if (pos < 0 || pos > data.len) {
+        PyBuffer_Release(&data);
+        PyErr_Format(PyExc_IndexError, "position %zd outside the data", pos);
+        return NULL;
+    }
+    Reader r = {(const unsigned char *)data.buf, data.len, pos};
+    PyObject *value;
+    Py_ssize_t split_pos = -1;
+    if (self->split >= 0) value = read_record(self->root, &r, self->split, &split_pos);
+    else value = read_value(self->root, &r);
+    PyBuffer_Release(&data);
+    if (value == NULL) return NULL;
+    if (self->split >= 0) return Py_BuildValue("(Nnn)", value, r.pos, split_pos);
+    return Py_BuildValue("(Nn)", value, r.pos);
+}
+
+static PyTypeObject ProgramType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trafficreel.schemas._cavro.Program",
+    .tp_doc = PyDoc_STR("Program(tree, split=-1): decode(data, pos) -> (value, end[, split_pos])"),
+    .tp_basicsize = sizeof(Program),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Program_new,
+    .tp_dealloc = (destructor)Program_dealloc,
+    .tp_call = (ternaryfunc)Program_call,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "trafficreel.schemas._cavro",
+    .m_doc = "The Avro binary decoder of trafficreel.schemas._decoder, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__cavro(void) {
+    if (PyType_Ready(&ProgramType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&ProgramType);
+    if (PyModule_AddObject(m, "Program", (PyObject *)&ProgramType) < 0) {
+        Py_DECREF(&ProgramType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
