@@ -236,6 +236,7 @@ class StreamWorker:
             _stop_uncommitted("the stream handler failed", exc)
         self.metrics.add(self.input_topic, tally.read, tally.out, tally.dropped, tally.dlq)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.last_batch.set_to_current_time()
         self._lag(records)
 
     def _lag(self, batch: Sequence[Consumed]) -> None:

@@ -6,6 +6,7 @@ trafficreel_stream_dropped_total{class,reason}        records dropped (reason: h
 trafficreel_stream_dlq_total{reason}                  records sent to the dead-letter topic
 trafficreel_stream_batch_seconds                      processing time per batch, sends included
 trafficreel_stream_lag{topic,partition}               records behind the partition's end
+trafficreel_stream_last_batch_timestamp_seconds       when the last batch was handled (Unix time)
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class StreamMetrics:
             "trafficreel_stream_batch_seconds",
             "Time to process and send one batch.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.last_batch = Gauge(
+            "trafficreel_stream_last_batch_timestamp_seconds",
+            "Unix time at which the worker last finished a batch (delivered, ready to commit); "
+            "with a lag above 0, a value that stops moving means a stuck worker.",
             registry=registry,
         )
         self.lag = Gauge(

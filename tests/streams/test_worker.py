@@ -77,6 +77,7 @@ def test_worker_routes_every_class_and_dead_letters_the_rest(infra, tmp_path: Pa
     garbage = [(b"g1", b"not avro at all"), (b"g2", values[0][1][:-30])]
     _produce(infra.bootstrap, f"{prefix}.raw", values + garbage)
     total = len(values) + len(garbage)
+    started = time.time()
     with running(infra.bootstrap, prefix, tmp_path, partitions=3) as worker:
         worker.wait_ready()
         wait_for(
@@ -85,6 +86,9 @@ def test_worker_routes_every_class_and_dead_letters_the_rest(infra, tmp_path: Pa
             "all records read",
             worker,
         )
+        # When the last batch was handled: a stuck-worker alert and the benchmark rest on it.
+        last_batch = worker.metric("trafficreel_stream_last_batch_timestamp_seconds")
+        assert started < last_batch <= time.time()
         status, body = worker.get("/ready")
         assert status == 200 and "partitions assigned" in body
         assert worker.metric("trafficreel_stream_dlq_total", reason="bad-magic") == 1
