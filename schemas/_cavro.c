@@ -65,7 +65,11 @@ static int bad_program(const char *what) {
     return -1;
 }
 
-static Node *build_node(PyObject *spec);
+/* Deeper trees are refused: building and reading recurse once per level (no schema here comes
+ * near it; a hand-made tree could otherwise exhaust the C stack). */
+#define MAX_DEPTH 100
+
+static Node *build_node(PyObject *spec, int depth);
 
 static int take_names(Node *node, PyObject *names, int strings_only) {
     if (!PyTuple_Check(names)) return bad_program("names must be a tuple");
@@ -82,14 +86,18 @@ static int take_names(Node *node, PyObject *names, int strings_only) {
     return 0;
 }
 
-static int take_child(Node *node, PyObject *spec) {
+static int take_child(Node *node, PyObject *spec, int depth) {
     node->children = PyMem_Calloc(1, sizeof(Node *));
     if (node->children == NULL) { PyErr_NoMemory(); return -1; }
-    node->children[0] = build_node(spec);
+    node->children[0] = build_node(spec, depth);
     return node->children[0] == NULL ? -1 : 0;
 }
 
-static Node *build_node(PyObject *spec) {
+static Node *build_node(PyObject *spec, int depth) {
+    if (depth > MAX_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "the schema is nested deeper than %d levels", MAX_DEPTH);
+        return NULL;
+    }
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) < 1) {
         bad_program("a node must be a non-empty tuple");
         return NULL;
@@ -114,7 +122,7 @@ static Node *build_node(PyObject *spec) {
         node->children = PyMem_Calloc(node->n ? node->n : 1, sizeof(Node *));
         if (node->children == NULL) { PyErr_NoMemory(); failed = 1; break; }
         for (Py_ssize_t i = 0; i < node->n && !failed; i++) {
-            node->children[i] = build_node(PyTuple_GET_ITEM(fields, i));
+            node->children[i] = build_node(PyTuple_GET_ITEM(fields, i), depth + 1);
             failed = node->children[i] == NULL;
         }
         break;
@@ -131,14 +139,14 @@ static Node *build_node(PyObject *spec) {
     case K_ARRAY:
     case K_MAP:
         if (size != 2) { failed = bad_program("array or map"); break; }
-        failed = take_child(node, PyTuple_GET_ITEM(spec, 1)) < 0;
+        failed = take_child(node, PyTuple_GET_ITEM(spec, 1), depth + 1) < 0;
         break;
     case K_UNION: {
         if (size != 3) { failed = bad_program("union"); break; }
         long null_index = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
         if (null_index != 0 && null_index != 1) { failed = PyErr_Occurred() || bad_program("union"); break; }
         node->null_index = (int)null_index;
-        failed = take_child(node, PyTuple_GET_ITEM(spec, 2)) < 0;
+        failed = take_child(node, PyTuple_GET_ITEM(spec, 2), depth + 1) < 0;
         break;
     }
     default:
@@ -362,7 +370,7 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     Py_ssize_t split = -1;
     static char *keywords[] = {"tree", "split", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n", keywords, &tree, &split)) return NULL;
-    Node *root = build_node(tree);
+    Node *root = build_node(tree, 0);
     if (root == NULL) return NULL;
     if (split >= 0 && (root->kind != K_RECORD || split >= root->n)) {
         free_node(root);

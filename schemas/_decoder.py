@@ -48,6 +48,8 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         b = data[pos]
         pos += 1
+        if shift == 63 and b & 0x7F > 1:
+            raise ValueError("varint does not fit in 64 bits")
         n |= (b & 0x7F) << shift
         if b < 0x80:
             break
@@ -185,21 +187,19 @@ class _Compiler:
             table = self.var("symbols")
             self.consts[table] = tuple(schema["symbols"])
             i = self.var("i")
-            if len(schema["symbols"]) <= 64:  # the index is one byte: 2 * index, zigzag
-                self.emit(depth, f"{i} = data[pos]; pos += 1")
-                limit = 2 * len(schema["symbols"])
-                self.emit(depth, f"if {i} & 1 or {i} >= {limit}: raise ValueError('enum index out of range')")
-                self.emit(depth, f"{target} = {table}[{i} >> 1]")
-            else:
-                self.long(i, depth)
-                self.emit(depth, f"if {i} < 0: raise ValueError('negative enum index')")
-                self.emit(depth, f"{target} = {table}[{i}]")
+            # Any varint, as fastavro reads it (a writer may pad a small index to more bytes).
+            self.long(i, depth)
+            limit = len(schema["symbols"])
+            self.emit(depth, f"if {i} < 0 or {i} >= {limit}: raise ValueError('enum index out of range')")
+            self.emit(depth, f"{target} = {table}[{i}]")
         elif kind == "fixed":
             self.register(schema, namespace)
             size = int(schema["size"])
             self.emit(depth, f"{target} = data[pos:pos + {size}]")
             self.emit(depth, f"pos += {size}")
         elif kind in ("array", "map"):
+            if kind == "array":
+                _refuse_zero_width(schema["items"], self, namespace)
             count, item = self.var("c"), self.var("x")
             self.emit(depth, f"{target} = {'[]' if kind == 'array' else '{}'}")
             self.emit(depth, "while True:")
@@ -240,6 +240,27 @@ class _Compiler:
         self.value(branches[1 - null_index], target, depth + 1, namespace)
         self.emit(depth, "else:")
         self.emit(depth + 1, f"raise ValueError('union branch byte ' + str({i}) + ' out of range')")
+
+
+def _refuse_zero_width(items: Any, compiler: _Compiler, namespace: str) -> None:
+    """Arrays whose items may take no bytes (null, an empty record, fixed(0)) are refused: a few
+    bytes could claim billions of them, and no count check can tell a hostile block from a real one."""
+
+    def zero(schema: Any, namespace: str) -> bool:
+        schema = compiler.resolve(schema, namespace)
+        if isinstance(schema, list):
+            return False  # a union takes its branch index
+        kind = schema if isinstance(schema, str) else schema["type"]
+        if kind == "null":
+            return True
+        if kind == "fixed":
+            return int(schema["size"]) == 0
+        if kind == "record":
+            return all(zero(f["type"], str(schema.get("namespace", namespace))) for f in schema["fields"])
+        return False
+
+    if zero(items, namespace):
+        raise ValueError(f"cannot compile an array of items that may take no bytes: {items!r}")
 
 
 def compile_decoder(schema: dict[str, Any], *, native: bool | None = None) -> Decoder:
@@ -311,6 +332,7 @@ def _tree(schema: dict[str, Any]) -> tuple[Any, ...]:
             compiler.register(schema, namespace)
             return (_FIXED, int(schema["size"]))
         if kind == "array":
+            _refuse_zero_width(schema["items"], compiler, namespace)
             return (_ARRAY, node(schema["items"], namespace))
         if kind == "map":
             return (_MAP, node(schema["values"], namespace))

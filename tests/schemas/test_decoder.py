@@ -223,3 +223,50 @@ def test_split_decoder_says_where_a_field_starts(record: Exchange) -> None:
     assert data[split:] == bytes(out)
     with pytest.raises(ValueError, match="no field"):
         SCHEMA.split_decoder("no_such_field")
+
+
+@both
+def test_padded_enum_indexes_read_and_overlong_varints_are_malformed(native: bool) -> None:
+    """An enum index padded to more bytes reads as fastavro reads it; a varint whose tenth byte
+    carries bits beyond 64 is malformed, not a number no Avro long can hold."""
+    schema = {
+        "type": "record",
+        "name": "P",
+        "fields": [
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+            {"name": "n", "type": "long"},
+        ],
+    }
+    decode = compile_decoder(schema, native=native)
+    assert decode(b"\x84\x00\x02", 0) == ({"e": "C", "n": 1}, 3)
+    assert decode(b"\x00" + b"\xfe" + b"\xff" * 8 + b"\x01", 0) == ({"e": "A", "n": (1 << 63) - 1}, 11)
+    with pytest.raises(ValueError, match="64 bits"):
+        decode(b"\x00" + b"\xff" * 9 + b"\x7f", 0)
+
+
+@both
+def test_arrays_of_items_that_take_no_bytes_are_refused(native: bool) -> None:
+    """A few bytes could claim billions of null items: such schemas are not compiled at all."""
+    for items in (
+        "null",
+        {"type": "record", "name": "Empty", "fields": []},
+        {"type": "fixed", "name": "F", "size": 0},
+    ):
+        schema = {
+            "type": "record",
+            "name": "Z",
+            "fields": [{"name": "a", "type": {"type": "array", "items": items}}],
+        }
+        with pytest.raises(ValueError, match="may take no bytes"):
+            compile_decoder(schema, native=native)
+
+
+def test_the_c_decoder_refuses_trees_nested_too_deep() -> None:
+    """A hand-made tree deeper than any schema is refused, not a crash of the C stack."""
+    from trafficreel.schemas import _cavro
+
+    tree: tuple[object, ...] = (2,)
+    for _ in range(500):
+        tree = (10, tree)
+    with pytest.raises(ValueError, match="deeper than"):
+        _cavro.Program(tree)
