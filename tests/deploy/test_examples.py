@@ -80,8 +80,12 @@ def test_example_app_wraps_fastapi_with_the_recorder() -> None:
 
 
 def test_dockerfile_installs_the_workers_from_every_package_folder() -> None:
-    """deploy/Dockerfile copies every package folder, installs [stream,sink], and runs as the chart's user."""
+    """deploy/Dockerfile copies every package folder, installs [stream,sink] with the codec's C
+    decoder built (and checked), keeps local builds out of the context, and runs as the chart's user."""
     text = (DEPLOY / "Dockerfile").read_text()
+    build_stage = text.split("\nFROM ")[1]
+    assert "gcc" in build_stage and "assert NATIVE" in build_stage
+    assert "**/*.so" in (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     copied = set(re.findall(r"^COPY (\S+) \1$", text, flags=re.MULTILINE))
     pyproject = (ROOT / "pyproject.toml").read_text()
     package_dirs = set(re.findall(r'^"trafficreel(?:\.\w+)?" = "(\w+)"$', pyproject, flags=re.MULTILINE))
