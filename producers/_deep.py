@@ -200,6 +200,7 @@ class DeepRedactor:
         # Backslashes between the quote and the key: a key of JSON held in a JSON string (\"key\").
         self._key_end = re.compile(rb':\s*"\\*s?(?:' + alternatives + rb")").search if ends else None
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
+        self._gated = tuple((self._gates[name], p.search) for name, p in compiled.items())
         self._plain_names: set[bytes] = set()  # header names known not to be credentials
 
     def _maybe(self, text: bytes, is_json: bool) -> bool:
@@ -210,8 +211,10 @@ class DeepRedactor:
         return self._maybe_pattern(text, lowered)
 
     def _maybe_pattern(self, text: bytes, lowered: bytes) -> bool:
-        gates = self._gates
-        return any(gates[name](text, lowered) and p.search(text) for name, p in self._patterns.items())
+        for gate, search in self._gated:  # noqa: SIM110 - a loop, not any(genexpr): it runs per record
+            if gate(text, lowered) and search(text) is not None:
+                return True
+        return False
 
     # -- the record ---------------------------------------------------------------------------
 
