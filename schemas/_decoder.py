@@ -306,9 +306,8 @@ _KINDS = {"null": 0, "boolean": 1, "int": 2, "long": 2, "float": 3, "double": 4,
 _RECORD, _ENUM, _FIXED, _ARRAY, _MAP, _UNION = 7, 8, 9, 10, 11, 12
 
 
-def _tree(schema: dict[str, Any], *, defaults: bool = False) -> tuple[Any, ...]:
-    """The schema as the C decoder's tree of tuples, named types resolved as the compiler does;
-    with ``defaults`` (for the C encoder) each record also lists its fields' defaults."""
+def _tree(schema: dict[str, Any]) -> tuple[Any, ...]:
+    """The schema as the C decoder's tree of tuples, named types resolved as the compiler does."""
     compiler = _Compiler()
 
     def node(schema: Any, namespace: str) -> tuple[Any, ...]:
@@ -325,15 +324,7 @@ def _tree(schema: dict[str, Any], *, defaults: bool = False) -> tuple[Any, ...]:
         if kind == "record":
             ns = compiler.register(schema, namespace)
             fields = schema["fields"]
-            names, nodes = tuple(f["name"] for f in fields), tuple(node(f["type"], ns) for f in fields)
-            if defaults:
-                return (
-                    _RECORD,
-                    names,
-                    nodes,
-                    tuple((f["default"],) if "default" in f else () for f in fields),
-                )
-            return (_RECORD, names, nodes)
+            return (_RECORD, tuple(f["name"] for f in fields), tuple(node(f["type"], ns) for f in fields))
         if kind == "enum":
             compiler.register(schema, namespace)
             return (_ENUM, tuple(schema["symbols"]))

@@ -7,10 +7,6 @@ None check, an enum a dict lookup, a record inlined — about ten times faster, 
 identical to fastavro's output (a property test pins that). Supports the Avro used by the project:
 records, null/boolean/int/long/float/double/bytes/string, enums, fixed, arrays, maps and unions of
 null with one other type. Fields with a default may be missing from the record.
-
-Where the package's C extension is built, ``compile_encoder`` returns its ``Writer`` instead: the
-same bytes, the same exceptions, several times faster (``_cavro.c``; ``TRAFFICREEL_PURE_PYTHON=1``
-turns it off).
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from typing import Any
-
-from . import _decoder
 
 __all__ = ["Encoder", "compile_encoder"]
 
@@ -215,20 +209,12 @@ def _bad(value: Any) -> bytes:
     raise TypeError(f"expected a boolean, got {type(value).__name__}")
 
 
-def compile_encoder(
-    schema: dict[str, Any], *, memo_fields: frozenset[str] = frozenset(), native: bool | None = None
-) -> Encoder:
+def compile_encoder(schema: dict[str, Any], *, memo_fields: frozenset[str] = frozenset()) -> Encoder:
     """Return ``encode(record, out)`` appending the Avro binary encoding of ``record`` to ``out``.
 
     Top-level record fields named in ``memo_fields`` are encoded once per distinct object and reused
     while the same object comes again; such objects must not be mutated after first use.
-    ``native``: the C encoder (True), the generated Python (False), or the C one where built (None).
     """
-    if _decoder._native(native):
-        names = [f["name"] for f in schema.get("fields", ())] if schema.get("type") == "record" else []
-        memo = tuple(names.index(n) for n in memo_fields if n in names)
-        writer: Encoder = _decoder._c().Writer(_decoder._tree(schema, defaults=True), memo)
-        return writer
     compiler = _Compiler(memo_fields)
     compiler.value(schema, "record", 1, schema.get("namespace", ""))
     source = "def encode(record, out):\n" + "\n".join(compiler.lines) + "\n"

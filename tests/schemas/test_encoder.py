@@ -1,5 +1,4 @@
-"""The compiled encoders (the C one and the generated Python) write exactly the bytes fastavro
-writes, and refuse what fastavro refuses."""
+"""The compiled encoder writes exactly the bytes fastavro writes, and refuses what fastavro refuses."""
 
 from __future__ import annotations
 
@@ -13,22 +12,6 @@ from hypothesis import given, settings
 from tests.strategies import exchanges
 from trafficreel.schemas import EncodeError, Exchange, Serializer, exchange_schema, sample_exchange
 from trafficreel.schemas._encoder import compile_encoder
-from trafficreel.schemas._schema import _strip_logical_types
-
-PLAIN = _strip_logical_types(exchange_schema().json)
-both = pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
-
-
-def _serializer(native: bool) -> Serializer:
-    """A Serializer whose encoder is the C one or the generated Python one."""
-    serializer = Serializer()
-    serializer._encode = compile_encoder(PLAIN, memo_fields=frozenset({"source"}), native=native)
-    return serializer
-
-
-def test_the_c_encoder_is_built_and_used() -> None:
-    """The codec encodes with the package's C encoder (TRAFFICREEL_PURE_PYTHON=1 would turn it off)."""
-    assert type(exchange_schema().encoder).__module__ == "trafficreel.schemas._cavro"
 
 
 def _fastavro(schema: Any, record: Any) -> bytes:
@@ -40,16 +23,13 @@ def _fastavro(schema: Any, record: Any) -> bytes:
 @given(exchanges())
 @settings(max_examples=300, deadline=None)
 def test_identical_to_fastavro(record: Exchange) -> None:
-    """For any record both compiled encoders' bytes equal fastavro's for the same schema."""
-    expected = _fastavro(exchange_schema().parsed, record)
-    for native in (True, False):
-        out = bytearray(b"head")
-        compile_encoder(PLAIN, memo_fields=frozenset({"source"}), native=native)(record, out)
-        assert bytes(out) == b"head" + expected
+    """For any record the compiled encoder's bytes equal fastavro's for the same schema."""
+    out = bytearray()
+    exchange_schema().encoder(record, out)
+    assert bytes(out) == _fastavro(exchange_schema().parsed, record)
 
 
-@both
-def test_header_pairs_may_be_tuples(native: bool) -> None:
+def test_header_pairs_may_be_tuples() -> None:
     """Headers given as (name, value) tuples encode like the equivalent dicts."""
     record = sample_exchange(1)
     as_tuples: Any = dict(record)
@@ -57,53 +37,48 @@ def test_header_pairs_may_be_tuples(native: bool) -> None:
         **record["request"],
         "headers": [(h["name"], h["value"]) for h in record["request"]["headers"]],
     }
-    assert _serializer(native)(as_tuples) == _serializer(native)(record)
+    assert Serializer()(as_tuples) == Serializer()(record)
 
 
-@both
-def test_memoised_source_follows_a_new_object(native: bool) -> None:
+def test_memoised_source_follows_a_new_object() -> None:
     """Encoding reuses the source block only for the same object; a different source is encoded anew."""
     first, second = sample_exchange(1), sample_exchange(1)
     second["source"] = {**second["source"], "pod": "another-pod"}
-    serializer = _serializer(native)
+    serializer = Serializer()
     a, b, a2 = serializer(first), serializer(second), serializer(first)
     assert a == a2 != b
     assert b"another-pod" in b and b"another-pod" not in a
 
 
-@both
-def test_missing_defaulted_fields_take_their_default(native: bool) -> None:
+def test_missing_defaulted_fields_take_their_default() -> None:
     """Fields with a default may be absent, as with fastavro."""
     record: Any = dict(sample_exchange(2))
     del record["tags"], record["redactions"], record["route"]
     expected = dict(sample_exchange(2)) | {"tags": {}, "redactions": [], "route": None}
-    assert _serializer(native)(record) == _serializer(native)(expected)
+    assert Serializer()(record) == Serializer()(expected)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [("start_time", 2**63), ("direction", "SIDEWAYS"), ("duration_us", None), ("id", 17)],
 )
-@both
-def test_bad_values_raise_encode_error(field: str, value: Any, native: bool) -> None:
+def test_bad_values_raise_encode_error(field: str, value: Any) -> None:
     """Out-of-range longs, unknown enum symbols, nulls in required fields and wrong types raise EncodeError."""
     record: Any = dict(sample_exchange(3))
     record[field] = value
     with pytest.raises(EncodeError, match=record["id"] if field != "id" else "17"):
-        _serializer(native)(record)
+        Serializer()(record)
 
 
-@both
-def test_wrong_fixed_size_is_refused(native: bool) -> None:
+def test_wrong_fixed_size_is_refused() -> None:
     """A SHA-256 that is not 32 bytes is refused."""
     record: Any = dict(sample_exchange(4))
     record["request"] = {**record["request"], "body": {**record["request"]["body"], "sha256": b"short"}}
     with pytest.raises(EncodeError, match="fixed size"):
-        _serializer(native)(record)
+        Serializer()(record)
 
 
-@both
-def test_other_schemas_compile(native: bool) -> None:
+def test_other_schemas_compile() -> None:
     """Floats, booleans, maps of records and reversed nullable unions compile and match fastavro."""
     schema = {
         "type": "record",
@@ -124,5 +99,5 @@ def test_other_schemas_compile(native: bool) -> None:
     }
     record = {"f": 1.5, "b": True, "u": "s", "m": {"k": {"x": -3}}, "again": {"x": 300}}
     out = bytearray()
-    compile_encoder(schema, native=native)(record, out)
+    compile_encoder(schema)(record, out)
     assert bytes(out) == _fastavro(parse_schema(schema), record)
