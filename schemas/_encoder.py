@@ -165,7 +165,7 @@ class _Compiler:
         needed for the ``(name, value)`` header pairs ASGI servers hand over)."""
         ns = self.register(schema, namespace)
         names = [self.var("f") for _ in schema["fields"]]
-        self.emit(depth, f"if {expr}.__class__ is not dict:")
+        self.emit(depth, f"if not isinstance({expr}, dict):")
         self.emit(depth + 1, f"{', '.join(names)}, = {expr}")
         self.emit(depth, "else:")
         for name, field in zip(names, schema["fields"], strict=True):
@@ -176,7 +176,8 @@ class _Compiler:
     def memo(self, schema: Any, expr: str, depth: int, namespace: str) -> None:
         """Encode a sub-record once per distinct object: the recorder passes the same one each time."""
         memo = self.var("memo")
-        self.consts[memo] = [(None, b"")]
+        # A sentinel no record holds: the first record is always encoded, even a wrong None.
+        self.consts[memo] = [(object(), b"")]
         last = self.var("last")
         self.emit(depth, f"{last} = {memo}[0]")
         self.emit(depth, f"if {expr} is {last}[0]:")

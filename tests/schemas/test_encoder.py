@@ -101,3 +101,30 @@ def test_other_schemas_compile() -> None:
     out = bytearray()
     compile_encoder(schema)(record, out)
     assert bytes(out) == _fastavro(parse_schema(schema), record)
+
+
+def test_a_missing_source_is_refused_even_first() -> None:
+    """The memoised source is compared with what came before; a first record without one is
+    refused, not written without its source."""
+    from trafficreel.schemas._schema import _strip_logical_types
+
+    fresh = compile_encoder(_strip_logical_types(exchange_schema().json), memo_fields=frozenset({"source"}))
+    record: Any = dict(sample_exchange(5))
+    record["source"] = None
+    with pytest.raises(TypeError):
+        fresh(record, bytearray())
+
+
+def test_record_items_of_a_dict_subclass_are_read_by_name() -> None:
+    """A header given as a dict subclass is read by field name, not unpacked as its keys."""
+
+    class Header(dict[str, bytes]):
+        pass
+
+    record: Any = dict(sample_exchange(6))
+    plain = Serializer()(record)
+    record["request"] = {
+        **record["request"],
+        "headers": [Header(name=h["name"], value=h["value"]) for h in record["request"]["headers"]],
+    }
+    assert Serializer()(record) == plain
