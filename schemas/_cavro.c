@@ -299,18 +299,14 @@ static PyObject *read_value(const Node *node, Reader *r) {
     case K_LONG:
         if (read_long(r, &v) < 0) return NULL;
         return PyLong_FromLongLong(v);
-    case K_FLOAT: {
-        if (r->len - r->pos < 4) { short_data(r, 4); return NULL; }
-        double d = PyFloat_Unpack4((const char *)r->p + r->pos, 1);
-        if (d == -1.0 && PyErr_Occurred()) return NULL;
-        r->pos += 4;
-        return PyFloat_FromDouble(d);
-    }
+    case K_FLOAT:
     case K_DOUBLE: {
-        if (r->len - r->pos < 8) { short_data(r, 8); return NULL; }
-        double d = PyFloat_Unpack8((const char *)r->p + r->pos, 1);
+        int size = node->kind == K_FLOAT ? 4 : 8;
+        if (r->len - r->pos < size) { short_data(r, size); return NULL; }
+        const char *at = (const char *)r->p + r->pos;
+        double d = size == 4 ? PyFloat_Unpack4(at, 1) : PyFloat_Unpack8(at, 1);
         if (d == -1.0 && PyErr_Occurred()) return NULL;
-        r->pos += 8;
+        r->pos += size;
         return PyFloat_FromDouble(d);
     }
     case K_BYTES:

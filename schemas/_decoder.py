@@ -12,8 +12,9 @@ malformed data ``ValueError``, ``struct.error`` or ``UnicodeDecodeError``. The c
 
 Where the package was built with its C extension (``_cavro``, built by ``pip install`` wherever a
 C compiler is at hand), the same schema is handed to it as a tree of tuples instead: it reads the
-same bytes into the same values about ten times faster, and the stream worker spends most of its
-time decoding. Without it, the generated Python runs; ``TRAFFICREEL_PURE_PYTHON=1`` forces that.
+same bytes into the same values three to four times faster (5 against 17 µs for a 1 KiB record),
+and decoding was half of the stream worker's time per record. Without it, the generated Python
+runs; ``TRAFFICREEL_PURE_PYTHON=1`` forces that.
 """
 
 from __future__ import annotations
@@ -226,11 +227,15 @@ class _Compiler:
         else:
             raise ValueError(f"cannot compile Avro type {kind!r}")
 
-    def union(self, branches: list[Any], target: str, depth: int, namespace: str) -> None:
+    def null_index(self, branches: list[Any], namespace: str) -> int:
+        """Where null is in a union of null and one other type (the only unions supported)."""
         resolved = [self.resolve(b, namespace) for b in branches]
         if len(branches) != 2 or "null" not in resolved:
             raise ValueError(f"only unions of null and one type are supported, not {branches}")
-        null_index = resolved.index("null")
+        return resolved.index("null")
+
+    def union(self, branches: list[Any], target: str, depth: int, namespace: str) -> None:
+        null_index = self.null_index(branches, namespace)
         # The branch index is 0 or 1: one byte, 0 or 2 once zigzag-encoded.
         i = self.var("u")
         self.emit(depth, f"{i} = data[pos]; pos += 1")
@@ -287,9 +292,11 @@ def compile_split_decoder(schema: dict[str, Any], field: str, *, native: bool | 
 
 
 def _native(native: bool | None) -> bool:
+    if native is None:
+        return NATIVE
     if native:
-        _c()
-    return NATIVE if native is None else native
+        _c()  # says what to do when it was not built
+    return native
 
 
 def _c() -> Any:
@@ -313,10 +320,7 @@ def _tree(schema: dict[str, Any]) -> tuple[Any, ...]:
     def node(schema: Any, namespace: str) -> tuple[Any, ...]:
         schema = compiler.resolve(schema, namespace)
         if isinstance(schema, list):
-            resolved = [compiler.resolve(b, namespace) for b in schema]
-            if len(schema) != 2 or "null" not in resolved:
-                raise ValueError(f"only unions of null and one type are supported, not {schema}")
-            null_index = resolved.index("null")
+            null_index = compiler.null_index(schema, namespace)
             return (_UNION, null_index, node(schema[1 - null_index], namespace))
         kind = schema if isinstance(schema, str) else schema["type"]
         if kind in _KINDS:
