@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +36,7 @@ from trafficreel.sinks import COLUMNS, ClickHouseSink, migrate
 from trafficreel.sinks._avro import AvroBatch, AvroInsert
 from trafficreel.sinks._rows import Columns
 from trafficreel.stack import EmbeddedBroker, EmbeddedClickHouse
+from trafficreel.stack._processes import ChildProcess
 from trafficreel.topics import create_topics
 
 from ._harness import Figure
@@ -149,7 +148,7 @@ def run(quick: bool) -> list[Figure]:
             if stored != count:
                 raise RuntimeError(f"the sink stored {stored} of {count} rows")
             rows_per_s = count / (done[0] - first[0])
-            peak_rss = _sink_peak_rss(broker.bootstrap, clickhouse.url, client, count)
+            peak_rss = _sink_peak_rss(broker.bootstrap, clickhouse.url, client, count, Path(tmp) / "sink.log")
         finally:
             clickhouse.stop()
             broker.stop()
@@ -169,34 +168,32 @@ def run(quick: bool) -> list[Figure]:
     ]
 
 
-def _sink_peak_rss(bootstrap: str, url: str, client: Any, count: int) -> float:
+def _sink_peak_rss(bootstrap: str, url: str, client: Any, count: int, log: Path) -> float:
     """Peak resident memory (MiB) of a ``trafficreel sink`` process, default settings, loading
     the whole preloaded topic into a database of its own (a sink far behind: its batches grow)."""
     client().command("CREATE DATABASE IF NOT EXISTS rss")
     env = {
-        **os.environ,
         "TRAFFICREEL_KAFKA_BOOTSTRAP": bootstrap,
         "TRAFFICREEL_TOPIC_PREFIX": "bench",
         "TRAFFICREEL_CLICKHOUSE_URL": f"{url}/rss",
         "TRAFFICREEL_HEALTH_PORT": "0",
     }
     command = [sys.executable, "-m", "trafficreel", "sink", "--topic", "business", "--group", "bench-rss"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = ChildProcess("sink", command, log, env)
     rss = client("rss")
+
+    def loaded() -> bool:
+        with contextlib.suppress(Exception):  # the table is made by the sink's migrations
+            return int(rss.command("SELECT count() FROM exchanges")) >= count
+        return False
+
+    sink.start()
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            with contextlib.suppress(Exception):  # the table is made by the sink's migrations
-                if int(rss.command("SELECT count() FROM exchanges")) >= count:
-                    break
-        else:
-            raise RuntimeError(f"the sink process did not load {count} rows (exit {proc.returncode})")
-        status = Path(f"/proc/{proc.pid}/status").read_text()
+        sink.wait_ready(loaded, 600)
+        status = Path(f"/proc/{sink.pid}/status").read_text()
         peak_kib = int(status.split("VmHWM:", 1)[1].split()[0])
     finally:
-        proc.terminate()
-        proc.wait(60)
+        sink.stop(60)
     return peak_kib / 1024
 
 
