@@ -1,0 +1,95 @@
+"""The sink's batches against the real broker and ClickHouse: how a batch grows while the one
+before it is stored, and that nothing is stored or committed after a store that failed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.streams.workers import make_topics
+from trafficreel.sinks import migrate
+
+from .support import business_records, business_sink, produce, row_count, run_until, running, wait_for
+
+pytestmark = pytest.mark.stack
+
+
+def test_a_batch_grows_while_clickhouse_stores_the_one_before(infra: Any, clickhouse: Any) -> None:
+    """While an insert is under way the sink goes on reading: the next batch grows past
+    ``batch_rows``, up to four times it, and goes in one insert once the one before is stored.
+    Every record lands once; each insert's offsets are committed after it."""
+    prefix = make_topics(infra.bootstrap, partitions=3)
+    migrate(clickhouse)
+    records = business_records(3000)
+    produce(infra.bootstrap, f"{prefix}.business", records)
+    inserted: list[int] = []
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
+        batch_rows=300,
+        batch_seconds=60,
+        on_insert=lambda rows, _: inserted.append(rows),
+    )
+    first_insert, flush = sink._insert, sink._flush_batch
+    release = threading.Event()
+    handed: list[int] = []  # records of each batch handed to the insert thread
+
+    def slow_first_insert(rows: Any, token: str) -> None:
+        if not inserted:
+            release.wait(60)  # ClickHouse busy with the first batch
+        first_insert(rows, token)
+
+    def counted_flush(wait: bool = False) -> None:
+        if sink._batch is not None:
+            handed.append(sink._batch.messages)
+        flush(wait)
+
+    sink._insert = slow_first_insert  # type: ignore[method-assign]
+    sink._flush_batch = counted_flush  # type: ignore[method-assign]
+    with running(sink):
+        # The second batch grows to four times batch_rows while the first store waits; then the
+        # loop waits for that store (memory stays bounded) and reads no further.
+        assert wait_for(lambda: len(handed) >= 2, 30), handed
+        time.sleep(0.5)
+        assert handed == [300, 1200] and inserted == []
+        release.set()
+        assert wait_for(lambda: row_count(clickhouse) >= 3000, 60), inserted
+    assert inserted[:2] == [300, 1200]
+    assert sum(inserted) == 3000
+    assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (3000, 3000)
+
+
+class _StoreFailed(BaseException):
+    """Escapes the insert's retries, as a refused dead letter or an interrupt does."""
+
+
+def test_a_failed_store_stores_and_commits_nothing_after_it(infra: Any, clickhouse: Any) -> None:
+    """The second batch's store fails while the third is being read: the sink stops with the
+    error, and neither then nor while closing (which revokes its partitions) does it store or
+    commit the third. A restarted sink loads every record exactly once."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    records = business_records(600)
+    produce(infra.bootstrap, f"{prefix}.business", records)
+    sink = business_sink(infra, clickhouse, prefix, batch_rows=100, batch_seconds=60)
+    insert, calls = sink._insert, []
+
+    def failing_second_insert(rows: Any, token: str) -> None:
+        calls.append(len(rows))
+        if len(calls) == 2:
+            time.sleep(0.5)  # the third batch is being read meanwhile
+            raise _StoreFailed
+        insert(rows, token)
+
+    sink._insert = failing_second_insert  # type: ignore[method-assign]
+    with pytest.raises(_StoreFailed):
+        sink.run()
+    assert row_count(clickhouse) == 100 and len(calls) == 2
+    restarted = business_sink(infra, clickhouse, prefix)  # the same group
+    run_until(restarted, lambda: row_count(clickhouse) >= 600)
+    time.sleep(1)
+    assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (600, 600)
