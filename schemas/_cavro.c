@@ -1,4 +1,4 @@
-/* The Avro binary decoder of schemas/_decoder.py, in C.
+/* The Avro binary decoder of schemas/_decoder.py, in C (and the sink's per-record reading).
  *
  * _decoder.compile_decoder() turns a schema into a tree of nested tuples (a "program"); here
  * Program(tree, split) turns that into C nodes once, and calling it decodes one value:
@@ -18,6 +18,10 @@
  *   10 array   (10, item node)
  *   11 map     (11, value node)
  *   12 union   (12, index of null, the other branch's node)
+ *
+ * sink_block(data, framing, prefix, offset) is the sink's per-record work (sinks/_avro.py): the id
+ * and start time of a record framed with ``framing``, and the record as a block of the insert's
+ * Avro container, without decoding the rest of it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -418,11 +422,92 @@ static PyTypeObject ProgramType = {
     .tp_call = (ternaryfunc)Program_call,
 };
 
+
+/* -- the sink's container block ------------------------------------------------------------- */
+
+static Py_ssize_t put_long(unsigned char *out, int64_t value) {
+    uint64_t n = ((uint64_t)value << 1) ^ (uint64_t)(value >> 63);
+    Py_ssize_t i = 0;
+    while (n >= 0x80) {
+        out[i++] = (unsigned char)(n | 0x80);
+        n >>= 7;
+    }
+    out[i++] = (unsigned char)n;
+    return i;
+}
+
+/* sink_block(data, framing, prefix, offset) -> (id, start_time, (head, body)) | None
+ *
+ * None when ``data`` does not start with ``framing`` (another schema or framing). Otherwise the
+ * Avro body after the framing starts with the record's id (string) and start time (long): they
+ * are read, and the block is the container block of the record: ``head`` (block count 1, block
+ * size, then ``prefix`` and ``offset`` — the Kafka coordinates) and ``body``, a memoryview of the
+ * Avro body (not copied). EOFError or ValueError (UnicodeDecodeError included) when the id or
+ * the start time cannot be read. */
+static PyObject *sink_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "sink_block(data, framing, prefix, offset) takes 4 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0], *framing = args[1], *prefix = args[2];
+    if (!PyBytes_Check(data) || !PyBytes_Check(framing) || !PyBytes_Check(prefix)) {
+        PyErr_SetString(PyExc_TypeError, "sink_block: data, framing and prefix must be bytes");
+        return NULL;
+    }
+    int64_t offset = PyLong_AsLongLong(args[3]);
+    if (offset == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t start = PyBytes_GET_SIZE(framing);
+    Py_ssize_t len = PyBytes_GET_SIZE(data);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (len < start || memcmp(p, PyBytes_AS_STRING(framing), (size_t)start) != 0) Py_RETURN_NONE;
+    Reader r = {p, len, start};
+    const unsigned char *id_start;
+    Py_ssize_t id_len = read_run(&r, &id_start);
+    if (id_len < 0) return NULL;
+    int64_t start_time;
+    if (read_long(&r, &start_time) < 0) return NULL;
+    PyObject *record_id = PyUnicode_DecodeUTF8((const char *)id_start, id_len, NULL);
+    if (record_id == NULL) return NULL;
+    /* head: count (1), size of what follows it (coordinates + body), coordinates */
+    unsigned char coordinates_offset[10], size[10];
+    Py_ssize_t offset_len = put_long(coordinates_offset, offset);
+    Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+    Py_ssize_t size_len = put_long(size, (int64_t)(prefix_len + offset_len + (len - start)));
+    PyObject *head = PyBytes_FromStringAndSize(NULL, 1 + size_len + prefix_len + offset_len);
+    PyObject *view = NULL, *body = NULL, *result = NULL;
+    if (head == NULL) goto done;
+    unsigned char *h = (unsigned char *)PyBytes_AS_STRING(head);
+    h[0] = 0x02;
+    memcpy(h + 1, size, (size_t)size_len);
+    memcpy(h + 1 + size_len, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
+    memcpy(h + 1 + size_len + prefix_len, coordinates_offset, (size_t)offset_len);
+    view = PyMemoryView_FromObject(data);
+    if (view == NULL) goto done;
+    body = PySequence_GetSlice(view, start, len);
+    if (body == NULL) goto done;
+    result = Py_BuildValue("(NL(OO))", record_id, (long long)start_time, head, body);
+    record_id = NULL;  /* stolen by Py_BuildValue ("N"), even when it failed */
+done:
+    Py_XDECREF(record_id);
+    Py_XDECREF(head);
+    Py_XDECREF(view);
+    Py_XDECREF(body);
+    return result;
+}
+
+static PyMethodDef functions[] = {
+    {"sink_block", (PyCFunction)(void (*)(void))sink_block, METH_FASTCALL,
+     PyDoc_STR("sink_block(data, framing, prefix, offset) -> (id, start_time, (head, body)) | None")},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "trafficreel.schemas._cavro",
-    .m_doc = "The Avro binary decoder of trafficreel.schemas._decoder, in C.",
+    .m_doc = "The Avro binary decoder of trafficreel.schemas._decoder, and the sink's container blocks, in C.",
     .m_size = -1,
+    .m_methods = functions,
 };
 
 PyMODINIT_FUNC PyInit__cavro(void) {

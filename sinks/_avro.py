@@ -23,7 +23,7 @@ from typing import Any
 
 import fastavro
 
-from trafficreel.schemas import DecodeError, WriterSchema
+from trafficreel.schemas import SINGLE_OBJECT_MAGIC, DecodeError, WriterSchema, _decoder
 from trafficreel.schemas._encoder import _long  # Avro's zig-zag varint, shared with the encoder
 
 from ._rows import COLUMNS
@@ -32,6 +32,7 @@ __all__ = ["AvroBatch", "AvroInsert", "Block", "clickhouse_structure", "read_id_
 
 Block = tuple[bytes, memoryview]  # a container block: its head, and a view of the record's Avro body
 _CHUNK_BYTES = 1 << 20  # pieces of an insert's body as it is sent
+_UNREADABLE = "the record's id and start time cannot be read: {}"
 
 _COORDINATES = [
     {"name": "kafka_topic", "type": "string"},
@@ -173,7 +174,7 @@ def read_id_and_start(data: bytes, start: int) -> tuple[str, int]:
         record_id = data[pos : pos + length].decode()
         start_time, _ = _read_long(data, pos + length)
     except (IndexError, ValueError) as exc:
-        raise DecodeError("truncated", f"the record's id and start time cannot be read: {exc}", data) from exc
+        raise DecodeError("truncated", _UNREADABLE.format(exc), data) from exc
     return record_id, start_time
 
 
@@ -181,7 +182,7 @@ class AvroInsert:
     """The insert (its target: table, columns, SELECT over the input) and the container header for
     one writer schema (the current one)."""
 
-    def __init__(self, schema: WriterSchema, table: str = "exchanges") -> None:
+    def __init__(self, schema: WriterSchema, table: str = "exchanges", *, native: bool | None = None) -> None:
         if [f["name"] for f in schema.json["fields"][:2]] != ["id", "start_time"]:
             raise ValueError("the exchange schema must start with id and start_time")
         extended = copy.deepcopy(schema.json)
@@ -196,18 +197,42 @@ class AvroInsert:
         self.target = f"{table} ({', '.join(COLUMNS)}) SELECT {select} FROM input('{structure}')"  # noqa: S608
         self.extended = extended  # the schema of the container: exchange + Kafka coordinates
         self._coordinates: dict[tuple[str, int], bytes] = {}  # encoded topic and partition
+        self.framing = SINGLE_OBJECT_MAGIC + schema.fingerprint  # of records in this schema
+        # The C version of read() (``_cavro.sink_block``), where the package was built with it.
+        self._native = _decoder._c().sink_block if _decoder._native(native) else None
+
+    def read(self, data: bytes, topic: str, partition: int, offset: int) -> tuple[str, int, Block] | None:
+        """The id, start time and container block (``block``) of the record at
+        ``topic``/``partition``/``offset``, read from its first bytes when it is framed with this
+        insert's schema (single-object framing); None when it is not. DecodeError when its id or
+        start time cannot be read."""
+        prefix = self._coordinates.get((topic, partition)) or self._prefix(topic, partition)
+        if self._native is not None:
+            try:
+                found: tuple[str, int, Block] | None = self._native(data, self.framing, prefix, offset)
+            except (EOFError, ValueError) as exc:
+                raise DecodeError("truncated", _UNREADABLE.format(exc), data) from exc
+            return found
+        start = len(self.framing)
+        if data[:start] != self.framing:
+            return None
+        record_id, start_time = read_id_and_start(data, start)
+        return record_id, start_time, self.block(data, start, topic, partition, offset)
 
     def block(self, data: bytes, start: int, topic: str, partition: int, offset: int) -> Block:
         """The container block of the record at ``topic``/``partition``/``offset`` whose Avro
         body is ``data[start:]``: its head (block count and size, coordinates) and a view of the
         record's own bytes, which are not copied until the insert's body is put together."""
-        prefix = self._coordinates.get((topic, partition))
-        if prefix is None:
-            name = topic.encode()
-            prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
+        prefix = self._coordinates.get((topic, partition)) or self._prefix(topic, partition)
         body = memoryview(data)[start:]
         head = prefix + _long(offset)
         return b"\x02" + _long(len(head) + len(body)) + head, body
+
+    def _prefix(self, topic: str, partition: int) -> bytes:
+        """The encoded topic and partition, the coordinates' first two fields."""
+        name = topic.encode()
+        prefix = self._coordinates[(topic, partition)] = _long(len(name)) + name + _long(partition)
+        return prefix
 
     def send(
         self, client: Any, payload: bytes | Iterable[bytes], settings: dict[str, Any] | None = None

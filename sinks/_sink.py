@@ -36,7 +36,8 @@ inserts too (``non_replicated_deduplication_window``).
 Batches are pipelined, one deep: while ClickHouse stores a batch (a thread of its own, waiting on
 the HTTP request without the GIL), the loop reads and prepares the next, record by record as it
 reads them. A batch is due when it holds ``batch_rows`` records or ``batch_bytes`` bytes, or its
-first record is ``batch_seconds`` old; a due batch whose predecessor is still being stored goes
+first record is ``batch_seconds`` old, or, after batches that filled up, a read finds nothing more
+(the end of a catch-up); a due batch whose predecessor is still being stored goes
 on growing, up to four times those limits, and is handed over as soon as that store is done. A
 sink that is behind so sends fewer, larger inserts (each costs ClickHouse a fixed amount, about
 as much as a few thousand rows, and makes a part to merge) and never stops reading while
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -62,18 +64,17 @@ from confluent_kafka import Message as KafkaMessage
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from trafficreel.logs import get_logger
-from trafficreel.schemas import SINGLE_OBJECT_MAGIC, DecodeError, Deserializer, Serializer
+from trafficreel.schemas import DecodeError, Deserializer, Serializer
 from trafficreel.streams._process import DeadLetter, dead_letter_headers
 from trafficreel.streams._sender import Message
 
-from ._avro import AvroBatch, AvroInsert, read_id_and_start
+from ._avro import AvroBatch, AvroInsert
 from ._batches import Batch, Item, Store, inserts, ranges
 from ._lookup import existing_ids
 
 __all__ = ["ClickHouseSink", "SinkStats"]
 
 log = get_logger("trafficreel.sinks")
-_HEADER_LEN = 10  # single-object framing: magic (2) + schema fingerprint (8)
 _LAG_REFRESH_SECONDS = 5.0
 _GROWTH = 4  # how far past its limits a batch grows while the one before is being stored
 
@@ -144,7 +145,6 @@ class ClickHouseSink:
         self.deserializer = deserializer or Deserializer()
         current = self.deserializer.reader
         self._avro = AvroInsert(current)
-        self._current_header = SINGLE_OBJECT_MAGIC + current.fingerprint
         self._serializer = Serializer(schema=current)
         self.batch_rows, self.batch_bytes, self.batch_seconds = batch_rows, batch_bytes, batch_seconds
         self.stats = SinkStats()
@@ -166,6 +166,10 @@ class ClickHouseSink:
                 # A fetch at the end of the log is parked until this much time passed (Tansu parks
                 # it for all of it even when records arrive): it bounds the added latency.
                 "fetch.wait.max.ms": 100,
+                # Once its fetch queue is full (queued.max.messages.kbytes), librdkafka waits this
+                # long before fetching again (1 s by default): a sink catching up emptied the queue
+                # long before that and sat idle, up to a second at a time.
+                "fetch.queue.backoff.ms": 10,
             }
         )
         self._kafka_config = kafka_config
@@ -176,6 +180,7 @@ class ClickHouseSink:
         self._storing: Store | None = None
         self._handled: dict[tuple[str, int], int] = {}  # offset after each partition's last committed batch
         self._failed = False  # a store raised: nothing more is stored or committed
+        self._behind = False  # the last batch due was due for its size: the sink is catching up
         self._lag_refreshed = time.monotonic()
 
     # -- partitions ------------------------------------------------------------------------
@@ -290,11 +295,16 @@ class ClickHouseSink:
         self._stop.set()
 
     def run(self) -> None:
+        # The insert thread sends each insert's body piece by piece, taking the GIL back after
+        # every socket write; while the loop reads, each take waited up to the 5 ms default and an
+        # insert of 30 MB took half a second to send. (Process-wide; the sink has its own.)
+        sys.setswitchinterval(0.0005)
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
                 # While a batch is being stored, the loop comes back soon to commit it.
-                for raw in self._consumer.consume(1000, 0.2 if self._storing is None else 0.02):
+                messages = self._consumer.consume(1000, 0.2 if self._storing is None else 0.02)
+                for raw in messages:
                     error = raw.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
@@ -312,7 +322,8 @@ class ClickHouseSink:
                 elif storing is not None and time.monotonic() - self._lag_refreshed > _LAG_REFRESH_SECONDS:
                     self._refresh_lag()  # a store taking long (ClickHouse away): keep the lag current
                 if self._batch is not None:
-                    self._flush_if_due(self._batch)
+                    # Nothing more to read after batches that filled up: the sink has caught up.
+                    self._flush_if_due(self._batch, caught_up=not messages and self._behind)
                 self._producer.poll(0)
             self._flush_batch(wait=True)
         finally:
@@ -321,19 +332,17 @@ class ClickHouseSink:
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _flush_if_due(self, batch: Batch) -> None:
-        """Hand the batch over when it is due: full (``batch_rows``/``batch_bytes``) or its first
-        record ``batch_seconds`` old. While ClickHouse still stores the batch before, a due batch
-        goes on growing, up to ``_GROWTH`` times the limits, and is handed over once that store is
-        done: a sink behind its topics sends fewer, larger inserts (each has a fixed cost in
-        ClickHouse, about as much as a few thousand rows), and reading goes on during a store."""
+    def _flush_if_due(self, batch: Batch, caught_up: bool = False) -> None:
+        """Hand the batch over when it is due: full (``batch_rows``/``batch_bytes``), its first
+        record ``batch_seconds`` old, or the last records of a catch-up (``caught_up``: batches
+        filled up, and now nothing more came; waiting for more would only delay them). While
+        ClickHouse still stores the batch before, a due batch goes on growing, up to ``_GROWTH``
+        times the limits, and is handed over once that store is done: a sink behind its topics
+        sends fewer, larger inserts (each has a fixed cost in ClickHouse, about as much as a few
+        thousand rows), and reading goes on during a store."""
         rows, size = batch.messages, batch.size
-        due = (
-            rows >= self.batch_rows
-            or size >= self.batch_bytes
-            or time.perf_counter() - batch.started >= self.batch_seconds
-        )
-        if not due:
+        full = rows >= self.batch_rows or size >= self.batch_bytes
+        if not (full or caught_up or time.perf_counter() - batch.started >= self.batch_seconds):
             return
         storing = self._storing
         if (
@@ -342,6 +351,7 @@ class ClickHouseSink:
             or rows >= self.batch_rows * _GROWTH
             or size >= self.batch_bytes * _GROWTH
         ):
+            self._behind = full  # flushed for its age, or at the end of a catch-up: keeping up
             self._flush_batch()
 
     def _flush_batch(self, wait: bool = False) -> None:
@@ -417,13 +427,15 @@ class ClickHouseSink:
         """The record's id, start time and Avro body in the current schema, without decoding it
         when it was written with the current schema (DecodeError if it cannot be read)."""
         value = message.value or b""
-        if value[:_HEADER_LEN] == self._current_header:
-            record_id, start_time = read_id_and_start(value, _HEADER_LEN)
-        else:
+        topic, partition, offset = message.topic, message.partition, message.offset
+        found = self._avro.read(value, topic, partition, offset)
+        if found is None:
             # Another writer schema, or Confluent framing: resolve to the current schema, re-encode.
             record = self.deserializer(value)
-            record_id, start_time, value = record["id"], record["start_time"], self._serializer(record)
-        block = self._avro.block(value, _HEADER_LEN, message.topic, message.partition, message.offset)
+            value = self._serializer(record)
+            block = self._avro.block(value, len(self._avro.framing), topic, partition, offset)
+            found = record["id"], record["start_time"], block
+        record_id, start_time, block = found
         return Item(message, record_id, start_time, value, block)
 
     def _refresh_lag(self) -> None:

@@ -93,6 +93,59 @@ def test_id_and_start_are_read_without_decoding() -> None:
         read_id_and_start(data[:12], 10)
 
 
+_INSERTS = {native: AvroInsert(exchange_schema(), native=native) for native in (True, False)}
+
+
+def _read(native: bool, data: bytes, offset: int = 7) -> Any:
+    """What ``AvroInsert.read`` gives, with the block's parts as bytes (comparable)."""
+    found = _INSERTS[native].read(data, "topic.c", 3, offset)
+    if found is None:
+        return None
+    record_id, start_time, (head, body) = found
+    return record_id, start_time, bytes(head), bytes(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(exchanges(), st.integers(min_value=0, max_value=2**62))
+def test_a_record_is_read_the_same_by_the_c_and_the_python_code(record: Exchange, offset: int) -> None:
+    """The sink reads a record's id and start time and builds its container block the same way
+    in C and in Python: the block is the coordinates' head and the record's own Avro body."""
+    data = SERIALIZER(record)
+    native = _read(True, data, offset)
+    assert native == _read(False, data, offset)
+    assert native[:2] == (record["id"], record["start_time"])
+    assert native[3] == data[10:]
+    head = native[2]
+    coordinates = b"\x0etopic.c\x06" + _zigzag(offset)
+    assert head == b"\x02" + _zigzag(len(coordinates) + len(data) - 10) + coordinates
+
+
+def _zigzag(value: int) -> bytes:
+    n, out = (value << 1) ^ (value >> 63), bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_a_record_that_cannot_be_read_is_refused_or_left_to_the_decoder(native: bool) -> None:
+    """Another framing (another schema's fingerprint, Confluent's) is None: the sink decodes it in
+    full. A record cut inside its id or start time, or whose id is not UTF-8, is a DecodeError."""
+    data = SERIALIZER(sample_exchange(4))
+    assert _read(native, data[:2] + bytes(8) + data[10:]) is None
+    assert _read(native, b"\x00\x00\x00\x00\x01" + data[10:]) is None
+    assert _read(native, data[:9]) is None
+    id_and_start_end = 10 + 1 + 36 + 8  # a 36-character id, an 8-byte start time
+    for end in range(10, id_and_start_end):
+        with pytest.raises(DecodeError, match="id and start time"):
+            _read(native, data[:end])
+    assert _read(native, data[:id_and_start_end]) is not None  # the rest is ClickHouse's to refuse
+    not_utf8 = data[:11] + b"\xff" + data[12:]
+    with pytest.raises(DecodeError, match="id and start time"):
+        _read(native, not_utf8)
+
+
 def test_bytes_after_a_record_do_not_change_its_row(clickhouse: Any) -> None:
     """A record followed by stray bytes keeps its own coordinates: they precede the record."""
     migrate(clickhouse)

@@ -1,5 +1,6 @@
 """The sink's batches against the real broker and ClickHouse: how a batch grows while the one
-before it is stored, and that nothing is stored or committed after a store that failed."""
+before it is stored, when a partial batch goes in, and that nothing is stored or committed after
+a store that failed."""
 
 from __future__ import annotations
 
@@ -61,6 +62,70 @@ def test_a_batch_grows_while_clickhouse_stores_the_one_before(infra: Any, clickh
     assert inserted[:2] == [300, 1200]
     assert sum(inserted) == 3000
     assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (3000, 3000)
+
+
+def test_the_end_of_a_catch_up_goes_in_without_waiting_for_batch_seconds(infra: Any, clickhouse: Any) -> None:
+    """A sink behind its topic fills its batches; the records left once it has read everything go
+    in as soon as nothing more comes, not ``batch_seconds`` after the first of them was read."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    produce(infra.bootstrap, f"{prefix}.business", business_records(1650))
+    batches: list[tuple[int, float]] = []
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
+        batch_rows=300,
+        batch_seconds=60,
+        on_batch=lambda messages, seconds: batches.append((messages, seconds)),
+    )
+    insert, release = sink._insert, threading.Event()
+
+    def slow_first_insert(rows: Any, token: str) -> None:
+        if not batches:
+            release.wait(60)  # the next batch grows to its cap meanwhile: 300, 1200, then 150 left
+        insert(rows, token)
+
+    flush, handed = sink._flush_batch, []
+
+    def counted_flush(wait: bool = False) -> None:
+        if sink._batch is not None:
+            handed.append(sink._batch.messages)
+        flush(wait)
+
+    sink._insert = slow_first_insert  # type: ignore[method-assign]
+    sink._flush_batch = counted_flush  # type: ignore[method-assign]
+    with running(sink):
+        assert wait_for(lambda: handed == [300, 1200], 30), handed
+        release.set()
+        assert wait_for(lambda: row_count(clickhouse) >= 1650, 30), batches
+    assert [messages for messages, _ in batches] == [300, 1200, 150]
+    assert batches[-1][1] < 10, batches  # handed over without waiting for its age
+    assert clickhouse.query("SELECT count(), uniqExact(id) FROM exchanges").result_rows[0] == (1650, 1650)
+
+
+def test_a_sink_that_keeps_up_sends_a_partial_batch_at_its_age(infra: Any, clickhouse: Any) -> None:
+    """Records arriving slower than batches fill: each batch goes in once its first record is
+    ``batch_seconds`` old (a few inserts a second at most), not every time the topic runs dry."""
+    prefix = make_topics(infra.bootstrap, partitions=1)
+    migrate(clickhouse)
+    batches: list[tuple[int, float]] = []
+    sink = business_sink(
+        infra,
+        clickhouse,
+        prefix,
+        batch_rows=300,
+        batch_seconds=1.5,
+        on_batch=lambda messages, seconds: batches.append((messages, seconds)),
+    )
+    records = business_records(40)
+    with running(sink):
+        for first in range(0, 40, 10):
+            produce(infra.bootstrap, f"{prefix}.business", records[first : first + 10])
+            time.sleep(0.3)
+        assert wait_for(lambda: row_count(clickhouse) >= 40, 30), batches
+    assert sum(messages for messages, _ in batches) == 40
+    assert all(seconds >= 1.5 for _, seconds in batches), batches
 
 
 class _StoreFailed(BaseException):
