@@ -207,7 +207,7 @@ class AvroInsert:
         insert's schema (single-object framing); None when it is not. DecodeError when its id or
         start time cannot be read."""
         prefix = self._coordinates.get((topic, partition)) or self._prefix(topic, partition)
-        if self._native is not None:
+        if self._native is not None and type(data) is bytes:  # the C code reads bytes only
             try:
                 found: tuple[str, int, Block] | None = self._native(data, self.framing, prefix, offset)
             except (EOFError, ValueError) as exc:

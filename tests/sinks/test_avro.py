@@ -144,6 +144,7 @@ def test_a_record_that_cannot_be_read_is_refused_or_left_to_the_decoder(native: 
     not_utf8 = data[:11] + b"\xff" + data[12:]
     with pytest.raises(DecodeError, match="id and start time"):
         _read(native, not_utf8)
+    assert _read(native, bytearray(data)) == _read(native, data)  # any bytes-like value
 
 
 def test_bytes_after_a_record_do_not_change_its_row(clickhouse: Any) -> None:
