@@ -157,6 +157,8 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         byte = data[pos]
         pos += 1
+        if shift == 63 and byte & 0x7F > 1:  # as the C reader: a long is 64 bits
+            raise ValueError("varint does not fit in 64 bits")
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return (result >> 1) ^ -(result & 1), pos

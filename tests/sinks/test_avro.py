@@ -145,6 +145,10 @@ def test_a_record_that_cannot_be_read_is_refused_or_left_to_the_decoder(native: 
     with pytest.raises(DecodeError, match="id and start time"):
         _read(native, not_utf8)
     assert _read(native, bytearray(data)) == _read(native, data)  # any bytes-like value
+    too_long = data[:10] + b"\x00" + b"\xff" * 9 + b"\x7f"  # an empty id, a start time past 64 bits
+    with pytest.raises(DecodeError, match="64 bits"):
+        _read(native, too_long)
+    assert _read(native, data[:10] + b"\x00" + b"\xfe" + b"\xff" * 8 + b"\x01")[1] == 2**63 - 1
 
 
 def test_bytes_after_a_record_do_not_change_its_row(clickhouse: Any) -> None:
