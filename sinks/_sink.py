@@ -121,7 +121,10 @@ def _transient(exc: BaseException) -> bool:
 
 
 class ClickHouseSink:
-    """Consume ``topics`` as ``group`` and load them into ClickHouse; ``run()`` until ``stop()``."""
+    """Consume ``topics`` as ``group`` and load them into ClickHouse; ``run()`` until ``stop()``.
+
+    ``run()`` sets the process's GIL switch interval to 0.5 ms (``sys.setswitchinterval``), as
+    ``trafficreel stream`` does: embedded in another program, the sink changes it for all of it."""
 
     def __init__(
         self,
