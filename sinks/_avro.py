@@ -152,29 +152,14 @@ def _type(node: Any, named: dict[str, str]) -> str:
     return result
 
 
-def _read_long(data: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        if shift == 63 and byte & 0x7F > 1:  # as the C reader: a long is 64 bits
-            raise ValueError("varint does not fit in 64 bits")
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def read_id_and_start(data: bytes, start: int) -> tuple[str, int]:
     """The record id and start time (µs) from the first two fields of an Avro body at ``start``."""
     try:
-        length, pos = _read_long(data, start)
+        length, pos = _decoder._long(data, start)
         if length < 0 or pos + length > len(data):
             raise ValueError("id length out of range")
         record_id = data[pos : pos + length].decode()
-        start_time, _ = _read_long(data, pos + length)
+        start_time, _ = _decoder._long(data, pos + length)
     except (IndexError, ValueError) as exc:
         raise DecodeError("truncated", _UNREADABLE.format(exc), data) from exc
     return record_id, start_time

@@ -434,10 +434,9 @@ class ClickHouseSink:
         found = self._avro.read(value, topic, partition, offset)
         if found is None:
             # Another writer schema, or Confluent framing: resolve to the current schema, re-encode.
-            record = self.deserializer(value)
-            value = self._serializer(record)
-            block = self._avro.block(value, len(self._avro.framing), topic, partition, offset)
-            found = record["id"], record["start_time"], block
+            value = self._serializer(self.deserializer(value))
+            found = self._avro.read(value, topic, partition, offset)
+        assert found is not None  # the serializer frames with the current schema
         record_id, start_time, block = found
         return Item(message, record_id, start_time, value, block)
 
