@@ -49,7 +49,6 @@ batches ran one after the other.
 from __future__ import annotations
 
 import hashlib
-import re
 import sys
 import threading
 import time
@@ -70,6 +69,7 @@ from trafficreel.streams._sender import Message
 
 from ._avro import AvroBatch, AvroInsert
 from ._batches import Batch, Item, Store, inserts, ranges
+from ._errors import transient
 from ._lookup import existing_ids
 
 __all__ = ["ClickHouseSink", "SinkStats"]
@@ -95,29 +95,6 @@ def _message(raw: KafkaMessage) -> Message:
     headers: Any = raw.headers()  # a consumer's message: a list of pairs, or None
     return Message(raw.value(), raw.key(), headers, raw.topic() or "", raw.partition() or 0,
                    raw.offset() or 0, None)  # fmt: skip
-
-
-# ClickHouse errors about the rows themselves: only these send records to the DLQ. Anything else
-# (unreachable, read-only, disk full, memory, a proxy's 502, a missing table …) is retried with
-# back-off, uncommitted, however long it takes: an incident must not empty the stream into the DLQ.
-_DATA_ERRORS = re.compile(
-    r"\((CANNOT_PARSE_[A-Z_]+|CANNOT_CONVERT_TYPE|TYPE_MISMATCH|INCORRECT_DATA|CANNOT_READ_ALL_DATA"
-    r"|ATTEMPT_TO_READ_AFTER_EOF|VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE|UNKNOWN_ELEMENT_OF_ENUM"
-    r"|CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN|TOO_LARGE_STRING_SIZE|TOO_LARGE_ARRAY_SIZE"
-    r"|ARGUMENT_OUT_OF_BOUND|DECIMAL_OVERFLOW|SIZES_OF_ARRAYS_DONT_MATCH|AVRO_EXCEPTION)\)"
-)
-
-
-def _refused_for_its_data(exc: BaseException) -> bool:
-    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-
-    if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
-        return False
-    return _DATA_ERRORS.search(str(exc)) is not None
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, Exception) and not _refused_for_its_data(exc)
 
 
 class ClickHouseSink:
@@ -605,7 +582,7 @@ class ClickHouseSink:
             log.warning("retrying", attempt=state.attempt_number, error=self.last_error)
 
         for attempt in Retrying(
-            retry=retry_if_exception(_transient),
+            retry=retry_if_exception(transient),
             wait=wait_exponential(multiplier=0.2, max=10),
             stop=stop_never,
             before_sleep=before_sleep,
