@@ -11,11 +11,35 @@ from typing import Any
 import pytest
 
 from tests.streams.workers import make_topics
-from trafficreel.sinks import migrate
+from trafficreel.sinks import ClickHouseSink, migrate
 
 from .support import business_records, business_sink, produce, row_count, run_until, running, wait_for
 
 pytestmark = pytest.mark.stack
+
+
+def _hold_first_insert(sink: ClickHouseSink) -> tuple[threading.Event, list[int]]:
+    """Hold the sink's first insert until the returned event is set (ClickHouse busy with the first
+    batch); the list gets the records of each batch handed to the insert thread."""
+    insert, flush = sink._insert, sink._flush_batch
+    release = threading.Event()
+    handed: list[int] = []
+    calls: list[int] = []
+
+    def slow_first_insert(rows: Any, token: str) -> None:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            release.wait(60)
+        insert(rows, token)
+
+    def counted_flush(wait: bool = False) -> None:
+        if sink._batch is not None:
+            handed.append(sink._batch.messages)
+        flush(wait)
+
+    sink._insert = slow_first_insert  # type: ignore[method-assign]
+    sink._flush_batch = counted_flush  # type: ignore[method-assign]
+    return release, handed
 
 
 def test_a_batch_grows_while_clickhouse_stores_the_one_before(infra: Any, clickhouse: Any) -> None:
@@ -35,22 +59,7 @@ def test_a_batch_grows_while_clickhouse_stores_the_one_before(infra: Any, clickh
         batch_seconds=60,
         on_insert=lambda rows, _: inserted.append(rows),
     )
-    first_insert, flush = sink._insert, sink._flush_batch
-    release = threading.Event()
-    handed: list[int] = []  # records of each batch handed to the insert thread
-
-    def slow_first_insert(rows: Any, token: str) -> None:
-        if not inserted:
-            release.wait(60)  # ClickHouse busy with the first batch
-        first_insert(rows, token)
-
-    def counted_flush(wait: bool = False) -> None:
-        if sink._batch is not None:
-            handed.append(sink._batch.messages)
-        flush(wait)
-
-    sink._insert = slow_first_insert  # type: ignore[method-assign]
-    sink._flush_batch = counted_flush  # type: ignore[method-assign]
+    release, handed = _hold_first_insert(sink)
     with running(sink):
         # The second batch grows to four times batch_rows while the first store waits; then the
         # loop waits for that store (memory stays bounded) and reads no further.
@@ -79,22 +88,7 @@ def test_the_end_of_a_catch_up_goes_in_without_waiting_for_batch_seconds(infra: 
         batch_seconds=60,
         on_batch=lambda messages, seconds: batches.append((messages, seconds)),
     )
-    insert, release = sink._insert, threading.Event()
-
-    def slow_first_insert(rows: Any, token: str) -> None:
-        if not batches:
-            release.wait(60)  # the next batch grows to its cap meanwhile: 300, 1200, then 150 left
-        insert(rows, token)
-
-    flush, handed = sink._flush_batch, []
-
-    def counted_flush(wait: bool = False) -> None:
-        if sink._batch is not None:
-            handed.append(sink._batch.messages)
-        flush(wait)
-
-    sink._insert = slow_first_insert  # type: ignore[method-assign]
-    sink._flush_batch = counted_flush  # type: ignore[method-assign]
+    release, handed = _hold_first_insert(sink)
     with running(sink):
         assert wait_for(lambda: handed == [300, 1200], 30), handed
         release.set()
