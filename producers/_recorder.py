@@ -40,6 +40,10 @@ __all__ = ["Recorder", "RecorderStats"]
 
 log = logging.getLogger("trafficreel.producers")
 _GATHER_SECONDS = 0.005  # a pause when the queue ran dry; Kafka's linger.ms is 20
+# While records wait, the GIL goes back to the app at least this often (CPython's own switch
+# interval is 5 ms). Handing it back after every record cost about a third of this thread's CPU
+# in thread switches and cold caches (bench producer: 105 -> 70 us per exchange).
+_YIELD_SECONDS = 0.0005
 
 _STOP = object()
 _PAUSE = object()  # before a fork: flush, destroy the producer, end the thread; the next submit restarts
@@ -273,6 +277,7 @@ class Recorder:
             ("trafficreel-service", self.config.service_name.encode()),
         ]
         sent = 0
+        yield_at = 0.0
         ending: object = _STOP
         while True:
             if self._generation != generation:  # a fork is waiting: what is queued stays for the next thread
@@ -314,10 +319,11 @@ class Recorder:
                 # Let records gather, then build them in a burst: woken for every record, this
                 # thread spent about twice the CPU per record (cold caches, one wake-up each).
                 time.sleep(_GATHER_SECONDS)
-            else:
-                # Hand the GIL back after each record: otherwise the app's threads wait for this
-                # one's switch interval (5 ms) whenever they come back from I/O.
+            elif time.monotonic() >= yield_at:
+                # Let the app's threads run: otherwise one coming back from I/O waits for this
+                # thread's switch interval (5 ms).
                 time.sleep(0)
+                yield_at = time.monotonic() + _YIELD_SECONDS
         if ending is _PAUSE:
             self._flush(producer, _FORK_FLUSH_SECONDS, "fork")
         else:
