@@ -9,7 +9,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -74,20 +76,40 @@ def _serve_and_load(server: str, app: str, env: dict[str, str], seconds: float) 
         proc.wait(60)
 
 
+def _delivered(directory: Path, kind: str) -> dict[str, Any]:
+    """The recorded servers' own counters, summed over their processes (warm-up included)."""
+    total: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    for path in directory.glob("*.json"):
+        stats = json.loads(path.read_text())[kind]
+        total.update(recorded=stats["recorded"], delivered=stats["delivered"])
+        dropped.update(stats["dropped"])
+        path.unlink()
+    share = total["delivered"] / total["recorded"] if total["recorded"] else 0.0
+    return {**total, "dropped": dict(dropped), "delivered_share": share}
+
+
 def server_figures(bootstrap: str, quick: bool) -> list[Figure]:
     seconds = 3 if quick else 8
-    env = {
-        **os.environ,
-        "TRAFFICREEL_KAFKA_BOOTSTRAP": bootstrap,
-        "TRAFFICREEL_TOPIC_PREFIX": "bench",
-        "TRAFFICREEL_SERVICE_NAME": "bench",
-    }
+    with tempfile.TemporaryDirectory() as stats_dir:
+        env = {
+            **os.environ,
+            "TRAFFICREEL_KAFKA_BOOTSTRAP": bootstrap,
+            "TRAFFICREEL_TOPIC_PREFIX": "bench",
+            "TRAFFICREEL_SERVICE_NAME": "bench",
+            "BENCH_RECORDER_STATS": stats_dir,
+        }
+        return _server_figures(env, seconds, 1 if quick else 2, Path(stats_dir))
+
+
+def _server_figures(env: dict[str, str], seconds: float, rounds: int, stats_dir: Path) -> list[Figure]:
     figures = []
-    for server in SERVERS:
+    for server, kind in (("uvicorn", "asgi"), ("gunicorn", "wsgi")):
         runs: dict[str, list[LoadResult]] = {"bare": [], "recorded": []}
-        for _ in range(1 if quick else 2):
+        for _ in range(rounds):
             for app in ("bare", "recorded"):
                 runs[app].append(_serve_and_load(server, app, env, seconds))
+        delivered = _delivered(stats_dir, kind)
         for app, results in runs.items():
             detail = {
                 "connections": 4,
@@ -115,6 +137,8 @@ def server_figures(bootstrap: str, quick: bool) -> list[Figure]:
                     detail=detail,
                 ),
             ]
+        share = delivered.pop("delivered_share")
+        figures.append(Figure(f"servers.{server}_recorded_delivered_share", share, "", detail=delivered))
     return figures
 
 
