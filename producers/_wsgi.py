@@ -148,72 +148,62 @@ def _target(environ: Environ) -> tuple[bytes, bytes]:
     return path, environ.get("QUERY_STRING", "").encode("latin-1")
 
 
-class _Deferred:
+def _prepare(exchange: PendingExchange) -> None:
     """Reads the request from the environ copy, and the response's status line and headers, on
     the recorder's thread: the request path only keeps references."""
-
-    __slots__ = ("environ", "response_headers", "status")
-
-    def __init__(self, environ: Environ, response_headers: list[tuple[str, str]]) -> None:
-        self.environ = environ
-        self.response_headers = response_headers
-        self.status: str | None = None
-
-    def __call__(self, exchange: PendingExchange) -> None:
-        environ = self.environ
-        exchange.method = environ.get("REQUEST_METHOD", "GET")
-        exchange.scheme = environ.get("wsgi.url_scheme", "http")
-        exchange.path, exchange.query = _target(environ)
-        exchange.http_version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
-        exchange.client = _address(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
-        exchange.server = _address(environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
-        exchange.req_headers = environ_headers(environ)
-        if self.status is not None:
-            try:
-                exchange.status = int(self.status[:3])
-            except ValueError:
-                exchange.status = None
-        exchange.resp_headers = [
-            (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.response_headers
-        ]
+    assert isinstance(exchange, _Exchange)
+    environ = exchange.environ
+    assert environ is not None  # prepared once: build() clears ``prepare`` after it ran
+    exchange.environ = None
+    exchange.method = environ.get("REQUEST_METHOD", "GET")
+    exchange.scheme = environ.get("wsgi.url_scheme", "http")
+    exchange.path, exchange.query = _target(environ)
+    exchange.http_version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
+    exchange.client = _address(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+    exchange.server = _address(environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+    exchange.req_headers = environ_headers(environ)
+    if exchange.status_line is not None:
+        try:
+            exchange.status = int(exchange.status_line[:3])
+        except ValueError:
+            exchange.status = None
+    exchange.resp_headers = [
+        (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in exchange.header_pairs
+    ]
 
 
-class _Exchange:
-    """Per-request state: start_response wrapper, response iterable wrapper, finish exactly once."""
+class _Exchange(PendingExchange):
+    """One exchange, and everything the request path needs for it in one object (one allocation):
+    the ``start_response`` wrapper, the response iterable handed to the server (chunks copied as
+    they pass, ``close()`` always reaching the original) and finishing exactly once."""
 
     __slots__ = (
         "completed",
-        "deferred",
-        "exchange",
+        "environ",
         "finished",
+        "header_pairs",
+        "iterable",
         "recorder",
-        "response_headers",
         "start_response_inner",
+        "status_line",
     )
-
-    def __init__(
-        self, recorder: Recorder, exchange: PendingExchange, start_response: StartResponse, environ: Environ
-    ) -> None:
-        self.recorder = recorder
-        self.exchange = exchange
-        self.start_response_inner = start_response
-        self.response_headers: list[tuple[str, str]] = []
-        self.finished = False
-        self.completed = False
-        # ``environ`` is a copy taken before the app ran: the request as the server gave it. No
-        # reference back to this object or the exchange: no reference cycle to leave to the GC.
-        self.deferred = exchange.prepare = _Deferred(environ, self.response_headers)
+    completed: bool
+    environ: Environ | None  # a copy taken before the app ran: the request as the server gave it
+    finished: bool
+    header_pairs: list[tuple[str, str]]
+    iterable: Iterable[bytes] | None
+    recorder: Recorder
+    start_response_inner: StartResponse
+    status_line: str | None
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
         write = self.start_response_inner(status, headers, *((exc_info,) if exc_info else ()))
-        ex = self.exchange
-        self.deferred.status = status
-        self.response_headers[:] = headers
-        ex.response_started = True
-        ex.resp_body = BodyCapture(self.recorder.policy.limit)
-        capture = ex.resp_body
+        self.status_line = status
+        self.header_pairs = headers[:]
+        self.response_started = True
+        self.resp_body = capture = BodyCapture(self.recorder.policy.limit)
 
         def tee_write(data: bytes) -> object:
             capture.feed(data)
@@ -225,63 +215,57 @@ class _Exchange:
         if self.finished:
             return
         self.finished = True
-        ex = self.exchange
-        ex.end_mono = time.monotonic_ns()
+        self.end_mono = time.monotonic_ns()
         if exc is not None:
-            ex.outcome = "RAISED"
-            ex.exception = exc
+            self.outcome = "RAISED"
+            self.exception = exc
         elif outcome == "DISCONNECTED":
-            ex.outcome = "DISCONNECTED"
-        if not self.completed and ex.resp_body is not None and outcome != "FILE":
-            ex.resp_body.aborted = True
-        self.recorder.submit(ex)
+            self.outcome = "DISCONNECTED"
+        if not self.completed and self.resp_body is not None and outcome != "FILE":
+            self.resp_body.aborted = True
+        self.recorder.submit(self)
 
-
-class _Body:
-    """The app's response iterable, copied chunk by chunk; ``close()`` always reaches the original."""
-
-    __slots__ = ("_iterable", "_state")
-
-    def __init__(self, iterable: Iterable[bytes], state: _Exchange) -> None:
-        self._iterable = iterable
-        self._state = state
+    # -- the response iterable the server gets -----------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
-        state = self._state
+        iterable = self.iterable
+        if iterable is None:  # closed before it was iterated
+            return
         try:
-            for chunk in self._iterable:
-                capture = state.exchange.resp_body
+            for chunk in iterable:
+                capture = self.resp_body
                 if capture is not None:
                     capture.feed(chunk)
                 yield chunk
         except GeneratorExit:
             raise
         except BaseException as exc:
-            state.finish(exc=exc)
+            self.finish(exc=exc)
             raise
-        state.completed = True
+        self.completed = True
 
     def close(self) -> None:
         try:
-            close = getattr(self._iterable, "close", None)
+            close = getattr(self.iterable, "close", None)
             if close is not None:
                 close()
         except BaseException as exc:
-            self._state.finish(exc=exc)
+            self.finish(exc=exc)
             raise
         finally:
+            self.iterable = None  # not held while the record waits for the recorder's thread
             # Closed before the iterable was exhausted: the server stopped, the client went away.
-            self._state.finish(None if self._state.completed else "DISCONNECTED")
+            self.finish(None if self.completed else "DISCONNECTED")
 
 
-class _SizedBody(_Body):
-    """A response iterable with a length (a list of chunks): servers use ``len()`` to set
+class _SizedExchange(_Exchange):
+    """For a response iterable with a length (a list of chunks): servers use ``len()`` to set
     Content-Length when there is one chunk, so it must stay visible."""
 
     __slots__ = ()
 
     def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
+        return len(self.iterable)  # type: ignore[arg-type]
 
 
 class TrafficRecorderWSGI:
@@ -299,16 +283,23 @@ class TrafficRecorderWSGI:
         if not self._enabled or suppress_recording.get():
             return self.app(environ, start_response)
         start_ns, start_mono = time.time_ns(), time.monotonic_ns()
-        if self.recorder.exclude and self.recorder.excluded(_target(environ)[0]):
+        recorder = self.recorder
+        if recorder.exclude and recorder.excluded(_target(environ)[0]):
             return self.app(environ, start_response)
         req_body = BodyCapture(self._limit)
         # Method, target, version, addresses and headers are read from the environ copy on the
-        # recorder's thread (``_Deferred``).
-        exchange = PendingExchange("INBOUND", start_ns, start_mono, "", "", b"", b"", "", (), req_body)
+        # recorder's thread (``_prepare``).
+        state = _Exchange("INBOUND", start_ns, start_mono, "", "", b"", b"", "", (), req_body)
+        state.prepare = _prepare
+        state.recorder = recorder
+        state.start_response_inner = start_response
+        state.environ = environ.copy()
+        state.size_hint = 64 * len(environ)
+        state.header_pairs = []
+        state.status_line = state.iterable = None
+        state.finished = state.completed = False
         if "wsgi.input" in environ:
             environ["wsgi.input"] = _tee(environ["wsgi.input"], req_body)
-        exchange.size_hint = 64 * len(environ)
-        state = _Exchange(self.recorder, exchange, start_response, environ.copy())
         try:
             result = self.app(environ, state.start_response)
         except BaseException as exc:
@@ -318,7 +309,10 @@ class TrafficRecorderWSGI:
         if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
             files: Iterable[bytes] = self._file_response(result, state)
             return files
-        return _SizedBody(result, state) if hasattr(result, "__len__") else _Body(result, state)
+        state.iterable = result
+        if hasattr(result, "__len__"):
+            state.__class__ = _SizedExchange
+        return state
 
     def _file_response(self, result: Any, state: _Exchange) -> Any:
         # Keep the server's sendfile path: hand back the very object, and finish when it closes.
@@ -329,8 +323,8 @@ class TrafficRecorderWSGI:
                 if original_close is not None:
                     original_close()
             finally:
-                capture = state.exchange.resp_body
-                length = next((v for n, v in state.response_headers if n.lower() == "content-length"), "")
+                capture = state.resp_body
+                length = next((v for n, v in state.header_pairs if n.lower() == "content-length"), "")
                 if capture is not None:
                     capture.assume(int(length) if length.isdigit() else None)
                 state.finish("FILE")

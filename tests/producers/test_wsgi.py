@@ -186,6 +186,40 @@ def test_close_is_always_called_and_early_close_is_a_disconnect() -> None:
     assert (record["outcome"]["kind"], record["response"]["body"]["state"]) == ("DISCONNECTED", "ABORTED")
 
 
+def test_an_exception_mid_body_propagates_and_close_still_reaches_the_app() -> None:
+    """An iterable that raises after its first chunk: the exception reaches the server unchanged,
+    the server's close() still reaches the app's iterable, and the record (RAISED, body cut short)
+    is made once, not again at close()."""
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"a"
+            raise ValueError("broken stream")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    recorder = CapturingRecorder()
+    result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), lambda s, h, e=None: None)
+    chunks = []
+    with pytest.raises(ValueError, match="broken stream"):
+        for chunk in result:
+            chunks.append(chunk)
+    result.close()  # type: ignore[attr-defined]
+    assert (chunks, closed) == ([b"a"], [True])
+    (record,) = recorder.records
+    assert (
+        record["outcome"]["kind"],
+        record["outcome"]["exception_type"],
+        record["response"]["body"]["state"],
+    ) == ("RAISED", "builtins.ValueError", "ABORTED")
+
+
 def test_exception_before_start_response_propagates() -> None:
     """An app that raises before start_response is recorded as RAISED and the exception reaches the server."""
 
