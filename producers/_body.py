@@ -59,12 +59,12 @@ class BodyCapture:
     policy) and the declared length are settled off the request path, in ``result()``.
     """
 
-    __slots__ = ("_chunks", "_digest", "_held", "_limit", "_seen", "aborted", "size")
+    __slots__ = ("_chunks", "_digest", "_limit", "_seen", "aborted", "kept_bytes", "size")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._chunks: list[bytes | bytearray] = []  # the first `limit` bytes, by reference
-        self._held = 0
+        self.kept_bytes = 0  # the first bytes held, at most ``limit``
         self._digest: Any = None  # created once the body outgrows the limit
         self.size = 0
         self.aborted = False
@@ -75,18 +75,18 @@ class BodyCapture:
             return
         self.size += len(chunk)
         if self._digest is None:
-            if self._held + len(chunk) <= self._limit:
+            if self.kept_bytes + len(chunk) <= self._limit:
                 self._chunks.append(chunk)
-                self._held += len(chunk)
+                self.kept_bytes += len(chunk)
                 return
             # Outgrown: hash what is held, keep only the first `limit` bytes, hash from here on.
             self._digest = hashlib.sha256()
             for held in self._chunks:
                 self._digest.update(held)
-            room = self._limit - self._held
+            room = self._limit - self.kept_bytes
             if room > 0:
                 self._chunks.append(chunk[:room])
-                self._held += room
+                self.kept_bytes += room
         self._digest.update(chunk)
 
     def assume(self, size: int | None) -> None:
@@ -94,10 +94,6 @@ class BodyCapture:
         (0 when unknown), no bytes, no digest."""
         self.size = size or 0
         self._seen = False
-
-    @property
-    def kept_bytes(self) -> int:
-        return self._held
 
     def result(
         self, keep: bool, content_type: str | None, content_encoding: str | None, declared: int | None = None

@@ -15,7 +15,7 @@ are not available here; the record rebuilds them in a stable order. ASGI keeps t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -190,7 +190,7 @@ class _Exchange(PendingExchange):
     completed: bool
     environ: Environ | None  # a copy taken before the app ran: the request as the server gave it
     finished: bool
-    header_pairs: list[tuple[str, str]]
+    header_pairs: Sequence[tuple[str, str]]
     iterable: Iterable[bytes] | None
     recorder: Recorder
     start_response_inner: StartResponse
@@ -295,7 +295,7 @@ class TrafficRecorderWSGI:
         state.start_response_inner = start_response
         state.environ = environ.copy()
         state.size_hint = 64 * len(environ)
-        state.header_pairs = []
+        state.header_pairs = ()  # until start_response
         state.status_line = state.iterable = None
         state.finished = state.completed = False
         if "wsgi.input" in environ:
