@@ -276,6 +276,12 @@ class Recorder:
             ("trafficreel-schema", fingerprint),
             ("trafficreel-service", self.config.service_name.encode()),
         ]
+        # Built once: confluent-kafka copies a message's headers, it does not keep the list.
+        headers_of = {
+            direction: [*base_headers, ("trafficreel-direction", direction.encode())]
+            for direction in ("INBOUND", "OUTBOUND")
+        }
+        context = _Topic(topic)
         sent = 0
         yield_at = 0.0
         ending: object = _STOP
@@ -298,7 +304,7 @@ class Recorder:
             exchange, size = item
             try:
                 record = exchange.build(self)
-                value = serializer(record, _Topic(topic))
+                value = serializer(record, context)
             except Exception as exc:  # noqa: BLE001
                 self._release(size)
                 self._drop("encode_error")
@@ -306,7 +312,7 @@ class Recorder:
                 continue
             self._release(size - len(value))  # from here the encoded bytes count, until delivery
             key = (record["trace"]["trace_id"] or record["id"]).encode()
-            headers = [*base_headers, ("trafficreel-direction", record["direction"].encode())]
+            headers = headers_of[record["direction"]]  # the schema's enum: the encoder checked it
             if self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
                 self._producer_bytes += len(value)
             else:
