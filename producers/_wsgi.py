@@ -172,6 +172,13 @@ def _prepare(exchange: PendingExchange) -> None:
     ]
 
 
+_CLOSED: tuple[bytes, ...] = ()  # the response iterable once the server closed it
+
+
+def _finished_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    raise RuntimeError("start_response called after the response was finished")
+
+
 class _Exchange(PendingExchange):
     """One exchange, and everything the request path needs for it in one object (one allocation):
     the ``start_response`` wrapper, the response iterable handed to the server (chunks copied as
@@ -216,6 +223,9 @@ class _Exchange(PendingExchange):
             return
         self.finished = True
         self.end_mono = time.monotonic_ns()
+        # The server's start_response leads to its request handler and live environ: not held
+        # while the record waits for the recorder's thread (the app's iterable goes at close()).
+        self.start_response_inner = _finished_start_response
         if exc is not None:
             self.outcome = "RAISED"
             self.exception = exc
@@ -229,10 +239,9 @@ class _Exchange(PendingExchange):
 
     def __iter__(self) -> Iterator[bytes]:
         iterable = self.iterable
-        if iterable is None:  # closed before it was iterated
-            return
         try:
-            for chunk in iterable:
+            # An app that returned no iterable (None) fails here, as it would without this layer.
+            for chunk in iterable:  # type: ignore[union-attr]
                 capture = self.resp_body
                 if capture is not None:
                     capture.feed(chunk)
@@ -253,7 +262,7 @@ class _Exchange(PendingExchange):
             self.finish(exc=exc)
             raise
         finally:
-            self.iterable = None  # not held while the record waits for the recorder's thread
+            self.iterable = _CLOSED  # not held while the record waits for the recorder's thread
             # Closed before the iterable was exhausted: the server stopped, the client went away.
             self.finish(None if self.completed else "DISCONNECTED")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 import socket
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -218,6 +220,66 @@ def test_an_exception_mid_body_propagates_and_close_still_reaches_the_app() -> N
         record["outcome"]["exception_type"],
         record["response"]["body"]["state"],
     ) == ("RAISED", "builtins.ValueError", "ABORTED")
+
+
+def test_an_app_returning_no_iterable_fails_as_it_would_without_the_middleware() -> None:
+    """An app that returns None: iterating its response raises TypeError, as iterating None
+    does, so the server answers with its error page; the record is RAISED, not a clean 200."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return None
+
+    recorder = CapturingRecorder()
+    result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), lambda s, h, e=None: None)
+    with pytest.raises(TypeError):
+        list(result)
+    result.close()  # type: ignore[attr-defined]
+    (record,) = recorder.records
+    assert (record["outcome"]["kind"], record["outcome"]["exception_type"]) == (
+        "RAISED",
+        "builtins.TypeError",
+    )
+
+
+class _KeepingRecorder(CapturingRecorder):
+    """Keeps what is submitted, as a backlogged queue does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[Any] = []
+
+    def submit(self, exchange: Any) -> None:
+        self.queued.append(exchange)
+
+
+def test_a_queued_record_does_not_keep_the_servers_request_objects_alive() -> None:
+    """Once the response is closed, what waits in the queue holds neither the server's
+    start_response (its request handler, its live environ) nor the app's response iterable."""
+
+    class Handler:  # what a server's start_response is bound to
+        def start_response(self, status: str, headers: Any, exc_info: Any = None) -> None:
+            return None
+
+    class Body(list[bytes]):
+        pass
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body([b"ok"])
+
+    recorder = _KeepingRecorder()
+    handler = Handler()
+    result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), handler.start_response)
+    body = weakref.ref(result.iterable)  # type: ignore[attr-defined]
+    assert list(result) == [b"ok"]
+    result.close()  # type: ignore[attr-defined]
+    server = weakref.ref(handler)
+    del handler, result
+    gc.collect()
+    assert (len(recorder.queued), server(), body()) == (1, None, None)
+    record = recorder.queued[0].build(recorder)
+    assert (record["response"]["status"], record["response"]["body"]["data"]) == (200, b"ok")
 
 
 def test_exception_before_start_response_propagates() -> None:
