@@ -20,13 +20,13 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 # Imported here, not in the producer thread: a first import racing the app's own imports can
 # see a half-initialised module.
 from confluent_kafka import Producer
 
-from trafficreel.schemas import ConfluentRegistry, Serializer, Source
+from trafficreel.schemas import ConfluentRegistry, Direction, Serializer, Source
 
 from ._body import BodyPolicy
 from ._config import RecorderConfig
@@ -279,7 +279,7 @@ class Recorder:
         # Built once: confluent-kafka copies a message's headers, it does not keep the list.
         headers_of = {
             direction: [*base_headers, ("trafficreel-direction", direction.encode())]
-            for direction in ("INBOUND", "OUTBOUND")
+            for direction in get_args(Direction)
         }
         context = _Topic(topic)
         sent = 0
@@ -302,21 +302,25 @@ class Recorder:
                 ending = item
                 break
             exchange, size = item
+            del item
             try:
                 record = exchange.build(self)
                 value = serializer(record, context)
             except Exception as exc:  # noqa: BLE001
+                del exchange
                 self._release(size)
                 self._drop("encode_error")
                 log.debug("trafficreel: dropped a record that could not be encoded: %s", exc)
                 continue
             self._release(size - len(value))  # from here the encoded bytes count, until delivery
             key = (record["trace"]["trace_id"] or record["id"]).encode()
-            headers = headers_of[record["direction"]]  # the schema's enum: the encoder checked it
+            headers = headers_of[record["direction"]]  # one of the schema's symbols: it was encoded
             if self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
                 self._producer_bytes += len(value)
             else:
                 self._release(len(value))
+            # Not kept alive by this frame while the thread waits for the next record.
+            del exchange, record, value
             sent += 1
             if sent % 64 == 0 or self._queue.empty():
                 # Delivery reports in batches: a poll per message costs more than it serves.

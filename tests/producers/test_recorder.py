@@ -91,6 +91,26 @@ def test_records_reach_kafka_with_key_headers_and_timestamp(
     assert record["source"]["service"] == "orders"
 
 
+def test_every_direction_the_schema_allows_is_sent(infra: Infra, new_topic: Callable[..., str]) -> None:
+    """UNKNOWN is a direction too: its record is delivered with its header, and the thread goes on."""
+    prefix = _prefix(new_topic, infra)
+    recorder = Recorder(
+        RecorderConfig(service_name="orders", kafka_bootstrap=infra.bootstrap, topic_prefix=prefix)
+    )
+    directions = ["UNKNOWN", "OUTBOUND", "INBOUND"]
+    for i, direction in enumerate(directions):
+        ex = _exchange(i)
+        ex.direction = direction  # type: ignore[assignment]
+        recorder.submit(ex)
+    recorder.close()
+    stats = recorder.stats()
+    assert (stats["delivered"], stats["dropped"], stats["in_flight"]) == (3, {}, 0)
+    messages = _read_all(infra, f"{prefix}.raw", 2, 3)
+    assert sorted(dict(m.headers())["trafficreel-direction"] for m in messages) == sorted(
+        d.encode() for d in directions
+    )
+
+
 def test_dead_broker_drops_and_counts_without_blocking() -> None:
     """With no broker at all, submit never blocks or raises, and every record ends up counted as dropped."""
     port = free_port()
