@@ -7,7 +7,7 @@ redaction, trace context, metadata — happens on the recorder's background thre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from trafficreel.schemas import Body, Direction, OutcomeKind, Redaction, blank_body, new_id
@@ -73,7 +73,6 @@ class PendingExchange:
         "method",
         "outcome",
         "path",
-        "prepare",
         "query",
         "req_body",
         "req_headers",
@@ -128,9 +127,6 @@ class PendingExchange:
         self.outcome: OutcomeKind = "COMPLETED"
         self.exception: BaseException | None = None
         self.resp_decoded = False  # the client decoded the response body before we saw it
-        # Work deferred from the request path (e.g. turning a WSGI environ into header pairs),
-        # run by build() on the recorder's thread.
-        self.prepare: Callable[[PendingExchange], None] | None = None
         self.size_hint = 0  # bytes held elsewhere until prepare() runs
 
     def size_estimate(self) -> int:
@@ -157,11 +153,13 @@ class PendingExchange:
         encoding = None if decoded else _text(index.get(b"content-encoding"))
         return capture.result(recorder.policy.keeps(content_type), _text(content_type), encoding, declared)
 
+    def prepare(self) -> None:
+        """Work deferred from the request path (e.g. turning a WSGI environ into header pairs),
+        run once by ``build()`` on the recorder's thread; subclasses override it."""
+
     def build(self, recorder: Recorder) -> dict[str, Any]:
         """The Avro record (runs on the recorder's thread)."""
-        if self.prepare is not None:
-            self.prepare(self)
-            self.prepare = None
+        self.prepare()
         redactions: list[Redaction] = []
         req_headers, resp_headers, query = self.req_headers, self.resp_headers, self.query
         redactor = recorder.redactor

@@ -148,30 +148,6 @@ def _target(environ: Environ) -> tuple[bytes, bytes]:
     return path, environ.get("QUERY_STRING", "").encode("latin-1")
 
 
-def _prepare(exchange: PendingExchange) -> None:
-    """Reads the request from the environ copy, and the response's status line and headers, on
-    the recorder's thread: the request path only keeps references."""
-    assert isinstance(exchange, _Exchange)
-    environ = exchange.environ
-    assert environ is not None  # prepared once: build() clears ``prepare`` after it ran
-    exchange.environ = None
-    exchange.method = environ.get("REQUEST_METHOD", "GET")
-    exchange.scheme = environ.get("wsgi.url_scheme", "http")
-    exchange.path, exchange.query = _target(environ)
-    exchange.http_version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
-    exchange.client = _address(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
-    exchange.server = _address(environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
-    exchange.req_headers = environ_headers(environ)
-    if exchange.status_line is not None:
-        try:
-            exchange.status = int(exchange.status_line[:3])
-        except ValueError:
-            exchange.status = None
-    exchange.resp_headers = [
-        (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in exchange.header_pairs
-    ]
-
-
 _CLOSED: tuple[bytes, ...] = ()  # the response iterable once the server closed it
 
 
@@ -202,6 +178,28 @@ class _Exchange(PendingExchange):
     recorder: Recorder
     start_response_inner: StartResponse
     status_line: str | None
+
+    def prepare(self) -> None:
+        """Reads the request from the environ copy, and the response's status line and headers, on
+        the recorder's thread: the request path only keeps references."""
+        environ = self.environ
+        assert environ is not None  # build() runs once per exchange
+        self.environ = None
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+        self.path, self.query = _target(environ)
+        self.http_version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
+        self.client = _address(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+        self.server = _address(environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+        self.req_headers = environ_headers(environ)
+        if self.status_line is not None:
+            try:
+                self.status = int(self.status_line[:3])
+            except ValueError:
+                self.status = None
+        self.resp_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.header_pairs]
+
+    # -- the request path ----------------------------------------------------------------------
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -297,9 +295,8 @@ class TrafficRecorderWSGI:
             return self.app(environ, start_response)
         req_body = BodyCapture(self._limit)
         # Method, target, version, addresses and headers are read from the environ copy on the
-        # recorder's thread (``_prepare``).
+        # recorder's thread (``_Exchange.prepare``).
         state = _Exchange("INBOUND", start_ns, start_mono, "", "", b"", b"", "", (), req_body)
-        state.prepare = _prepare
         state.recorder = recorder
         state.start_response_inner = start_response
         state.environ = environ.copy()
