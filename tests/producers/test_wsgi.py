@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -162,14 +162,15 @@ def test_wsgi_input_semantics_are_exact() -> None:
     assert recorder.records[0]["request"]["body"]["data"] == body
 
 
-def test_close_is_always_called_and_early_close_is_a_disconnect() -> None:
-    """The app iterable's close() runs even when the server stops early; that exchange is DISCONNECTED."""
+def _closable_response(
+    chunks: Callable[[], Iterator[bytes]],
+) -> tuple[Any, list[bool], CapturingRecorder]:
+    """The recorded response of an app whose iterable yields ``chunks()`` and notes each close()."""
     closed: list[bool] = []
 
     class Body:
         def __iter__(self) -> Iterator[bytes]:
-            yield b"a"
-            yield b"b"
+            return chunks()
 
         def close(self) -> None:
             closed.append(True)
@@ -180,6 +181,17 @@ def test_close_is_always_called_and_early_close_is_a_disconnect() -> None:
 
     recorder = CapturingRecorder()
     result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), lambda s, h, e=None: None)
+    return result, closed, recorder
+
+
+def test_close_is_always_called_and_early_close_is_a_disconnect() -> None:
+    """The app iterable's close() runs even when the server stops early; that exchange is DISCONNECTED."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"a"
+        yield b"b"
+
+    result, closed, recorder = _closable_response(chunks)
     iterator = iter(result)
     assert next(iterator) == b"a"
     result.close()  # type: ignore[attr-defined]
@@ -192,22 +204,12 @@ def test_an_exception_mid_body_propagates_and_close_still_reaches_the_app() -> N
     """An iterable that raises after its first chunk: the exception reaches the server unchanged,
     the server's close() still reaches the app's iterable, and the record (RAISED, body cut short)
     is made once, not again at close()."""
-    closed: list[bool] = []
 
-    class Body:
-        def __iter__(self) -> Iterator[bytes]:
-            yield b"a"
-            raise ValueError("broken stream")
+    def chunks() -> Iterator[bytes]:
+        yield b"a"
+        raise ValueError("broken stream")
 
-        def close(self) -> None:
-            closed.append(True)
-
-    def app(environ: Any, start_response: Any) -> Any:
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return Body()
-
-    recorder = CapturingRecorder()
-    result = TrafficRecorderWSGI(app, recorder=recorder)(_environ(b""), lambda s, h, e=None: None)
+    result, closed, recorder = _closable_response(chunks)
     iterator = iter(result)
     assert next(iterator) == b"a"
     with pytest.raises(ValueError, match="broken stream"):
