@@ -85,8 +85,7 @@ def _delivered(directory: Path, kind: str) -> dict[str, Any]:
         total.update(recorded=stats["recorded"], delivered=stats["delivered"])
         dropped.update(stats["dropped"])
         path.unlink()
-    share = total["delivered"] / total["recorded"] if total["recorded"] else 0.0
-    return {**total, "dropped": dict(dropped), "delivered_share": share}
+    return {**total, "dropped": dict(dropped)}
 
 
 def server_figures(bootstrap: str, quick: bool) -> list[Figure]:
@@ -137,7 +136,7 @@ def _server_figures(env: dict[str, str], seconds: float, rounds: int, stats_dir:
                     detail=detail,
                 ),
             ]
-        share = delivered.pop("delivered_share")
+        share = delivered["delivered"] / delivered["recorded"] if delivered["recorded"] else 0.0
         figures.append(Figure(f"servers.{server}_recorded_delivered_share", share, "", detail=delivered))
     return figures
 

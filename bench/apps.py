@@ -23,12 +23,15 @@ asgi_recorded = TrafficRecorder(starlette_app(), config=RecorderConfig.from_env(
 wsgi_bare = flask_app()
 wsgi_recorded = TrafficRecorderWSGI(flask_app(), config=RecorderConfig.from_env())
 
+# Counted by bench runs (``BENCH_RECORDER_STATS``); taken before the ASGI app is wrapped below.
+_RECORDERS = {"asgi": asgi_recorded.recorder, "wsgi": wsgi_recorded.recorder}
+
 
 def _write_stats() -> None:
     stats = {}
-    for name, middleware in (("asgi", _asgi_recorder), ("wsgi", wsgi_recorded)):
-        middleware.recorder.close()  # what is still queued is delivered or counted as dropped
-        stats[name] = middleware.recorder.stats()
+    for name, recorder in _RECORDERS.items():
+        recorder.close()  # what is still queued is delivered or counted as dropped
+        stats[name] = recorder.stats()
     Path(os.environ["BENCH_RECORDER_STATS"], f"{os.getpid()}.json").write_text(json.dumps(stats))
 
 
@@ -38,7 +41,6 @@ class _StatsAtShutdown:
 
     def __init__(self, app: TrafficRecorder) -> None:
         self.app = app
-        self.recorder = app.recorder
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
@@ -53,6 +55,5 @@ class _StatsAtShutdown:
 
 
 if os.environ.get("BENCH_RECORDER_STATS"):
-    _asgi_recorder = asgi_recorded
-    asgi_recorded = _StatsAtShutdown(_asgi_recorder)  # type: ignore[assignment]
+    asgi_recorded = _StatsAtShutdown(asgi_recorded)  # type: ignore[assignment]
     atexit.register(_write_stats)  # gunicorn's workers exit normally
