@@ -138,7 +138,10 @@ class Recorder:
         self._closed = False
         self._fatal = False
         self._generation = 0  # a fork's pause moves it on: the thread of an earlier one stops
-        self._producer_bytes = 0  # encoded bytes handed to librdkafka and not yet reported back
+        # Messages (and their encoded bytes) handed to librdkafka and not yet reported back. Not
+        # len(producer): that also counts librdkafka's queued events (a dead broker's errors).
+        self._producer_count = 0
+        self._producer_bytes = 0
 
     # -- request path -----------------------------------------------------------------------
 
@@ -239,7 +242,8 @@ class Recorder:
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         size = len(msg)  # the value's length, without copying the value out
-        self._producer_bytes -= size  # served on this thread, like the produce calls
+        self._producer_count -= 1  # served on this thread, like the produce calls
+        self._producer_bytes -= size
         with self._lock:
             self._stats.queue_bytes -= size  # held until the broker answered, so the bound covers it
             if err is None:
@@ -316,6 +320,7 @@ class Recorder:
             key = (record["trace"]["trace_id"] or record["id"]).encode()
             headers = headers_of[record["direction"]]  # one of the schema's symbols: it was encoded
             if self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
+                self._producer_count += 1
                 self._producer_bytes += len(value)
             else:
                 self._release(len(value))
@@ -356,10 +361,7 @@ class Recorder:
         for step in (old.purge, lambda: old.flush(2)):  # purged messages report back as dropped
             with contextlib.suppress(Exception):  # the old producer is beyond use anyway
                 step()
-        left = len(old)
-        if left:
-            with self._lock:
-                self._stats.dropped["producer_fatal"] += left
+        self._abandon("producer_fatal")
         return self._make_producer()
 
     def _produce(
@@ -392,16 +394,21 @@ class Recorder:
 
     def _flush(self, producer: _Producer, timeout: float, reason: str) -> None:
         deadline = time.monotonic() + timeout
-        while len(producer) and time.monotonic() < deadline:
+        while self._producer_count and time.monotonic() < deadline:
             producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
-        left = len(producer)
+        left = self._abandon(reason)
+        if left:
+            log.warning("trafficreel: %d records not delivered within %.1fs (%s)", left, timeout, reason)
+
+    def _abandon(self, reason: str) -> int:
+        """Count as dropped what a producer about to go still holds: nothing will report back for it."""
+        left = self._producer_count
         if left:
             with self._lock:
                 self._stats.dropped[reason] += left
-                # Nothing will report back any more: what they held leaves the bound.
-                self._stats.queue_bytes -= self._producer_bytes
-            self._producer_bytes = 0
-            log.warning("trafficreel: %d records not delivered within %.1fs (%s)", left, timeout, reason)
+                self._stats.queue_bytes -= self._producer_bytes  # what they held leaves the bound
+            self._producer_count = self._producer_bytes = 0
+        return left
 
     def _drain_dropping(self, reason: str) -> None:
         while True:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tests.conftest import Infra
 from tests.producers.support import raw_request
@@ -316,3 +316,68 @@ def test_a_fork_with_the_broker_down_neither_stalls_nor_leaks_the_bound() -> Non
     recorder.close(timeout=5)
     stats = recorder.stats()
     assert stats["recorded"] == stats["delivered"] + sum(stats["dropped"].values())
+
+
+class _UnansweredProducer:
+    """librdkafka with a broker that never answers, made exact: messages are never reported back,
+    and ``len()`` also counts queued client events (a dead broker's connection errors), as
+    librdkafka's does. A poll can raise a fatal error once, as a fenced producer's does."""
+
+    def __init__(self, events: int = 5) -> None:
+        self.messages = 0
+        self.events = events
+        self.fail_next_poll = False
+
+    def produce(self, topic: str, **_: Any) -> None:
+        self.messages += 1
+
+    def poll(self, timeout: float = 0) -> int:
+        if self.fail_next_poll:
+            self.fail_next_poll = False
+            raise KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        time.sleep(min(timeout, 0.01))
+        return len(self)
+
+    def purge(self, *_: Any) -> None:
+        """A purge that reports nothing back (it raised, or the reports never came)."""
+
+    def __len__(self) -> int:
+        return self.messages + self.events
+
+
+def test_what_the_broker_never_took_is_counted_once_per_record_not_per_client_event() -> None:
+    """Records left undelivered at shutdown are dropped once each, however many other events the
+    client holds, and their bytes leave the bound; ``recorded == delivered + dropped`` holds."""
+    producer = _UnansweredProducer(events=5)
+    recorder = Recorder(RecorderConfig(flush_timeout=0.2), producer=producer)  # type: ignore[arg-type]
+    for i in range(3):
+        recorder.submit(_exchange(i))
+    assert recorder.wait_settled(0.5) is False  # all three wait on the broker
+    recorder.close(timeout=5)
+    stats = recorder.stats()
+    assert producer.messages == 3
+    assert stats["dropped"] == {"shutdown": 3}  # before: 8, the five client events counted as records
+    assert stats["queue_bytes"] == 0 and stats["in_flight"] == 0
+
+
+def test_a_producer_replaced_after_a_fatal_error_gives_back_what_it_held() -> None:
+    """A producer that hits a fatal error is replaced; what it still held is dropped as
+    ``producer_fatal``, once per record, and leaves the byte bound."""
+    producer = _UnansweredProducer(events=2)
+    recorder = Recorder(RecorderConfig(flush_timeout=0.2), producer=producer)  # type: ignore[arg-type]
+    recorder.submit(_exchange(1))
+    deadline = time.monotonic() + 5
+    while producer.messages == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    producer.fail_next_poll = True
+    while recorder.stats()["in_flight"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    stats = recorder.stats()
+    assert stats["dropped"] == {"producer_fatal": 1}  # before: 3, counting the client's events
+    assert stats["queue_bytes"] == 0  # before: the record's encoded bytes stayed counted
+    recorder.close(timeout=5)
