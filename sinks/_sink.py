@@ -48,6 +48,7 @@ batches ran one after the other.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import sys
 import threading
@@ -279,6 +280,15 @@ class ClickHouseSink:
         # every socket write; while the loop reads, each take waited up to the 5 ms default and an
         # insert of 30 MB took half a second to send. (Process-wide; the sink has its own.)
         sys.setswitchinterval(0.0005)
+        # A batch's records (a few objects each, freed by reference counting, never in a cycle)
+        # outlive young collections, and with the default thresholds a full collection came every
+        # 70k of them: it walked every batch held and every object made at import, holding the
+        # GIL for 130-170 ms, which stalled both the reading and the insert being sent (four
+        # times in a 150k-record catch-up; gc.callbacks). What exists now is frozen out of
+        # collections; collections come a seventh as often. (Process-wide, like the above.)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
