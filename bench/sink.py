@@ -4,9 +4,10 @@ Records with 1 KiB request and response bodies are preloaded into a 3-partition 
 the embedded broker; the embedded ClickHouse (chDB behind the HTTP interface) holds the table.
 
 - ``rows_per_s``: one sink (in this process) from the first record read to the last row committed:
-  consume, decode, duplicate check, convert, insert, commit;
+  consume, decode, duplicate check, convert, insert, commit; into an empty database under a new
+  consumer group each round;
 - ``engine_rows_per_s``: the same rows, prepared in advance, inserted with clickhouse-connect in
-  one go into an empty table (median of three rounds) — the ceiling on this machine, same run:
+  one go into an empty table — the ceiling on this machine, same run:
   the faster of a column-oriented Native insert (``engine_native_rows_per_s``) and the records'
   Avro bytes parsed by ClickHouse (``engine_avro_rows_per_s``, what the sink sends);
 - ``ratio`` = rows_per_s / engine_rows_per_s (target ≥ 0.8);
@@ -14,6 +15,9 @@ the embedded broker; the embedded ClickHouse (chDB behind the HTTP interface) ho
   settings) loading the same topic from its start, into a database of its own;
 - ``e2e_p99_ms`` and its companions: response sent → row queryable at a steady 1,000 requests/s
   through the whole pipeline (``bench/e2e.py``; target ≤ 2,000 ms).
+
+Sink and ceiling rounds alternate (three of each, one with ``--quick``), so both see the same
+machine; each figure is the median of its rounds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,7 @@ def _values(count: int) -> list[bytes]:
 
 def run(quick: bool) -> list[Figure]:
     count = 10_000 if quick else 50_000
+    rounds = 1 if quick else 3
     values = _values(count)
     with tempfile.TemporaryDirectory() as tmp:
         broker = EmbeddedBroker(Path(tmp))
@@ -74,17 +80,9 @@ def run(quick: bool) -> list[Figure]:
                 return clickhouse_connect.get_client(host=host, port=int(port), database=database)
 
             admin = client()
-            for database in ("sink", "engine"):
-                admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-                migrate(client(database))
-            native_rps, avro_rps = _ceiling(client("engine"), values, quick)
-            engine_rps = max(native_rps, avro_rps)
-            # The ceiling's decoded rows (millions of objects, freed when _ceiling returns) are
-            # gone before the sink runs in this process: while they lived, each of the sink's full
-            # garbage collections walked them all, holding the GIL for a few hundred ms (a
-            # ``trafficreel sink`` process holds only its batches).
-            gc.collect()
-            # The sink, end to end.
+            admin.command("CREATE DATABASE IF NOT EXISTS engine")
+            migrate(client("engine"))
+            ceiling = _Ceiling(client("engine"), values)
             create_topics(
                 {"bootstrap.servers": broker.bootstrap}, ["bench.business", "bench.dlq"], partitions=3
             )
@@ -96,47 +94,31 @@ def run(quick: bool) -> list[Figure]:
                 if i % 1000 == 0:
                     producer.poll(0)
             producer.flush(60)
-            # Timed by the sink's own batch callback (called once a batch is inserted and its
-            # offsets committed), not by polling ClickHouse: the embedded server answers one
-            # request at a time, so polling would hold the sink's inserts back.
-            first: list[float] = []
-            handled = [0]
-            finished = threading.Event()
-            done = [0.0]
-
-            def on_batch(messages: int, seconds: float) -> None:
-                now = time.perf_counter()
-                if not first:
-                    first.append(now - seconds)
-                handled[0] += messages
-                if handled[0] >= count:
-                    done[0] = now
-                    finished.set()
-
-            sink = ClickHouseSink(
-                lambda: client("sink"),
-                {"bootstrap.servers": broker.bootstrap},
-                ["bench.business"],
-                "bench.dlq",
-                group="bench-sink",
-                on_batch=on_batch,
-            )
-            thread = threading.Thread(target=sink.run, daemon=True)
-            thread.start()
-            finished.wait(600)
-            sink.stop()
-            thread.join(60)
-            stored = int(client("sink").command("SELECT count() FROM exchanges"))
-            if stored != count:
-                raise RuntimeError(f"the sink stored {stored} of {count} rows")
-            rows_per_s = count / (done[0] - first[0])
+            # Rounds interleaved, so that the sink and its ceiling see the same machine; medians.
+            native_runs: list[float] = []
+            avro_runs: list[float] = []
+            sink_runs: list[float] = []
+            for round_ in range(rounds):
+                native_rps, avro_rps = ceiling.round()
+                native_runs.append(native_rps)
+                avro_runs.append(avro_rps)
+                database = f"sink{round_}"
+                admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+                migrate(client(database))
+                sink_runs.append(_sink_round(broker.bootstrap, client, database, count, round_))
+            ceiling.close()
             peak_rss = _sink_peak_rss(broker.bootstrap, clickhouse.url, client, count, Path(tmp) / "sink.log")
         finally:
             clickhouse.stop()
             broker.stop()
-    detail = {"rows": count, "body_bytes": "1 KiB request + 1 KiB response", "partitions": 3}
+    detail = {
+        "rows": count,
+        "body_bytes": "1 KiB request + 1 KiB response",
+        "partitions": 3,
+        "rounds": rounds,
+    }
     return [
-        *_rows_figures(rows_per_s, engine_rps, native_rps, avro_rps, detail),
+        *_rows_figures(sink_runs, native_runs, avro_runs, detail),
         Figure(
             "sink.peak_rss_mib",
             peak_rss,
@@ -150,33 +132,86 @@ def run(quick: bool) -> list[Figure]:
     ]
 
 
-def _ceiling(engine: Any, values: list[bytes], quick: bool) -> tuple[float, float]:
-    """The same rows, prepared in advance, inserted in one go into an empty table: rows/s as
-    column-oriented Native data and as the records' Avro bytes for ClickHouse to parse (median of
-    interleaved rounds; the first insert runs cold)."""
-    count = len(values)
-    decoder = Deserializer()
-    columns = Columns()
-    rows = AvroBatch(AvroInsert(decoder.reader))
-    for offset, value in enumerate(values):
-        columns.add(decoder(value), "bench.business", 0, offset)
-        rows.add(value, 10, "bench.business", 0, offset)
-    payload = rows.payload()
-    insert = AvroInsert(decoder.reader)
-    native_runs: list[float] = []
-    avro_runs: list[float] = []
-    for _ in range(1 if quick else 3):
-        for runs, send in (
-            (native_runs, lambda: engine.insert(
-                "exchanges", columns.data, column_names=COLUMNS, column_oriented=True
-            )),
-            (avro_runs, lambda: insert.send(engine, payload)),
-        ):  # fmt: skip
-            engine.command("TRUNCATE TABLE exchanges")
+class _Ceiling:
+    """The same rows, prepared in advance, inserted in one go into an empty table: as
+    column-oriented Native data and as the records' Avro bytes for ClickHouse to parse."""
+
+    def __init__(self, engine: Any, values: list[bytes]) -> None:
+        self.engine = engine
+        self.count = len(values)
+        decoder = Deserializer()
+        self.columns = Columns()
+        rows = AvroBatch(AvroInsert(decoder.reader))
+        for offset, value in enumerate(values):
+            self.columns.add(decoder(value), "bench.business", 0, offset)
+            rows.add(value, 10, "bench.business", 0, offset)
+        self.payload = rows.payload()
+        self.insert = AvroInsert(decoder.reader)
+        # The decoded rows (millions of objects) live on while the sink runs in this process:
+        # frozen, the sink's garbage collections do not walk them (a ``trafficreel sink``
+        # process holds only its batches).
+        gc.collect()
+        gc.freeze()
+
+    def round(self) -> tuple[float, float]:
+        """Rows/s of one Native and one Avro insert."""
+        rates = []
+        for send in (
+            lambda: self.engine.insert(
+                "exchanges", self.columns.data, column_names=COLUMNS, column_oriented=True
+            ),
+            lambda: self.insert.send(self.engine, self.payload),
+        ):
+            self.engine.command("TRUNCATE TABLE exchanges")
             started = time.perf_counter()
             send()
-            runs.append(count / (time.perf_counter() - started))
-    return statistics.median(native_runs), statistics.median(avro_runs)
+            rates.append(self.count / (time.perf_counter() - started))
+        return rates[0], rates[1]
+
+    def close(self) -> None:
+        gc.unfreeze()
+        del self.columns, self.payload
+        gc.collect()
+
+
+def _sink_round(
+    bootstrap: str, client: Callable[[str], Any], database: str, count: int, round_: int
+) -> float:
+    """Rows/s of one sink, in this process, loading the whole topic into an empty database under
+    a new consumer group; timed by the sink's own batch callback (called once a batch is inserted
+    and its offsets committed), not by polling ClickHouse: the embedded server answers one
+    request at a time, so polling would hold the sink's inserts back."""
+    first: list[float] = []
+    handled = [0]
+    finished = threading.Event()
+    done = [0.0]
+
+    def on_batch(messages: int, seconds: float) -> None:
+        now = time.perf_counter()
+        if not first:
+            first.append(now - seconds)
+        handled[0] += messages
+        if handled[0] >= count:
+            done[0] = now
+            finished.set()
+
+    sink = ClickHouseSink(
+        lambda: client(database),
+        {"bootstrap.servers": bootstrap},
+        ["bench.business"],
+        "bench.dlq",
+        group=f"bench-sink-{round_}",
+        on_batch=on_batch,
+    )
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    finished.wait(600)
+    sink.stop()
+    thread.join(60)
+    stored = int(client(database).command("SELECT count() FROM exchanges"))
+    if stored != count:
+        raise RuntimeError(f"the sink stored {stored} of {count} rows")
+    return count / (done[0] - first[0])
 
 
 def _sink_peak_rss(bootstrap: str, url: str, client: Any, count: int, log: Path) -> float:
@@ -209,12 +244,21 @@ def _sink_peak_rss(bootstrap: str, url: str, client: Any, count: int, log: Path)
 
 
 def _rows_figures(
-    rows_per_s: float, engine_rps: float, native_rps: float, avro_rps: float, detail: dict[str, Any]
+    sink_runs: list[float], native_runs: list[float], avro_runs: list[float], detail: dict[str, Any]
 ) -> list[Figure]:
+    """Medians of the rounds, each figure with its rounds (rows/s, in order) in its detail."""
+    rows_per_s, native_rps, avro_rps = (
+        statistics.median(runs) for runs in (sink_runs, native_runs, avro_runs)
+    )
+    engine_rps = max(native_rps, avro_rps)
+
+    def runs(values: list[float]) -> dict[str, Any]:
+        return {**detail, "runs": [round(value) for value in values]}
+
     return [
-        Figure("sink.rows_per_s", rows_per_s, "rows/s", detail=detail),
+        Figure("sink.rows_per_s", rows_per_s, "rows/s", detail=runs(sink_runs)),
         Figure("sink.engine_rows_per_s", engine_rps, "rows/s", detail=detail),
-        Figure("sink.engine_native_rows_per_s", native_rps, "rows/s", detail=detail),
-        Figure("sink.engine_avro_rows_per_s", avro_rps, "rows/s", detail=detail),
+        Figure("sink.engine_native_rows_per_s", native_rps, "rows/s", detail=runs(native_runs)),
+        Figure("sink.engine_avro_rows_per_s", avro_rps, "rows/s", detail=runs(avro_runs)),
         Figure("sink.ratio", rows_per_s / engine_rps, "x", target=0.8, detail=detail),
     ]
