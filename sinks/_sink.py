@@ -285,7 +285,7 @@ class ClickHouseSink:
         # 70k of them: it walked every batch held and every object made at import, holding the
         # GIL for 130-170 ms, which stalled both the reading and the insert being sent (four
         # times in a 150k-record catch-up; gc.callbacks). What exists now is frozen out of
-        # collections; collections come a seventh as often. (Process-wide, like the above.)
+        # collections; young collections come a fourteenth as often. (Process-wide, like the above.)
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
