@@ -138,10 +138,6 @@ class Recorder:
         self._closed = False
         self._fatal = False
         self._generation = 0  # a fork's pause moves it on: the thread of an earlier one stops
-        # Messages (and their encoded bytes) handed to librdkafka and not yet reported back. Not
-        # len(producer): that also counts librdkafka's queued events (a dead broker's errors).
-        self._producer_count = 0
-        self._producer_bytes = 0
 
     # -- request path -----------------------------------------------------------------------
 
@@ -240,10 +236,12 @@ class Recorder:
         if first or self._stats.broker_errors % 1000 == 0:
             log.warning("trafficreel: Kafka error (%s so far): %s", self._stats.broker_errors, err)
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
+    def _on_delivery(self, handed: _Handed, err: Any, msg: Any) -> None:
+        if handed.abandoned:
+            return  # already counted as dropped, its bytes given back (a report after all)
         size = len(msg)  # the value's length, without copying the value out
-        self._producer_count -= 1  # served on this thread, like the produce calls
-        self._producer_bytes -= size
+        handed.count -= 1  # served on the thread of this producer, like its produce calls
+        handed.bytes -= size
         with self._lock:
             self._stats.queue_bytes -= size  # held until the broker answered, so the bound covers it
             if err is None:
@@ -286,6 +284,7 @@ class Recorder:
             for direction in get_args(Direction)
         }
         context = _Topic(topic)
+        handed = _Handed(self)
         sent = 0
         yield_at = 0.0
         ending: object = _STOP
@@ -294,7 +293,7 @@ class Recorder:
                 ending = _PAUSE
                 break
             if self._fatal:
-                producer = self._replace(producer)
+                producer, handed = self._replace(producer, handed)
             try:
                 item = self._queue.get(timeout=0.1)
             except Empty:
@@ -319,9 +318,9 @@ class Recorder:
             self._release(size - len(value))  # from here the encoded bytes count, until delivery
             key = (record["trace"]["trace_id"] or record["id"]).encode()
             headers = headers_of[record["direction"]]  # one of the schema's symbols: it was encoded
-            if self._produce(producer, topic, value, key, exchange.start_ns // 1_000_000, headers):
-                self._producer_count += 1
-                self._producer_bytes += len(value)
+            if self._produce(producer, handed, topic, value, key, exchange.start_ns // 1_000_000, headers):
+                handed.count += 1
+                handed.bytes += len(value)
             else:
                 self._release(len(value))
             # Not kept alive by this frame while the thread waits for the next record.
@@ -340,9 +339,9 @@ class Recorder:
                 time.sleep(0)
                 yield_at = time.monotonic() + _YIELD_SECONDS
         if ending is _PAUSE:
-            self._flush(producer, _FORK_FLUSH_SECONDS, "fork")
+            self._flush(producer, handed, _FORK_FLUSH_SECONDS, "fork")
         else:
-            self._flush(producer, self.config.flush_timeout, "shutdown")
+            self._flush(producer, handed, self.config.flush_timeout, "shutdown")
 
     def _poll(self, producer: _Producer, timeout: float = 0) -> None:
         """Serve delivery reports; a client error here must never end the thread."""
@@ -354,19 +353,20 @@ class Recorder:
             else:
                 log.warning("trafficreel: Kafka client error: %s", exc)
 
-    def _replace(self, old: _Producer) -> _Producer:
+    def _replace(self, old: _Producer, handed: _Handed) -> tuple[_Producer, _Handed]:
         """Swap a producer that hit a fatal error for a new one; what it still held is dropped."""
         self._fatal = False
         log.warning("trafficreel: the Kafka producer hit a fatal error; starting a new one")
         for step in (old.purge, lambda: old.flush(2)):  # purged messages report back as dropped
             with contextlib.suppress(Exception):  # the old producer is beyond use anyway
                 step()
-        self._abandon("producer_fatal")
-        return self._make_producer()
+        self._abandon(handed, "producer_fatal")
+        return self._make_producer(), _Handed(self)
 
     def _produce(
         self,
         producer: _Producer,
+        handed: _Handed,
         topic: str,
         value: bytes,
         key: bytes,
@@ -377,7 +377,7 @@ class Recorder:
         for attempt in range(2):
             try:
                 producer.produce(
-                    topic, value=value, key=key, timestamp=ts, headers=headers, on_delivery=self._on_delivery
+                    topic, value=value, key=key, timestamp=ts, headers=headers, on_delivery=handed
                 )
                 return True
             except BufferError:
@@ -392,22 +392,23 @@ class Recorder:
         self._drop("producer_full")
         return False
 
-    def _flush(self, producer: _Producer, timeout: float, reason: str) -> None:
+    def _flush(self, producer: _Producer, handed: _Handed, timeout: float, reason: str) -> None:
         deadline = time.monotonic() + timeout
-        while self._producer_count and time.monotonic() < deadline:
+        while handed.count > 0 and time.monotonic() < deadline:
             producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
-        left = self._abandon(reason)
+        left = self._abandon(handed, reason)
         if left:
             log.warning("trafficreel: %d records not delivered within %.1fs (%s)", left, timeout, reason)
 
-    def _abandon(self, reason: str) -> int:
-        """Count as dropped what a producer about to go still holds: nothing will report back for it."""
-        left = self._producer_count
-        if left:
+    def _abandon(self, handed: _Handed, reason: str) -> int:
+        """Count as dropped what a producer about to go still holds; a report for it that comes
+        after all is ignored."""
+        handed.abandoned = True
+        left = handed.count
+        if left > 0:
             with self._lock:
                 self._stats.dropped[reason] += left
-                self._stats.queue_bytes -= self._producer_bytes  # what they held leaves the bound
-            self._producer_count = self._producer_bytes = 0
+                self._stats.queue_bytes -= handed.bytes  # what they held leaves the bound
         return left
 
     def _drain_dropping(self, reason: str) -> None:
@@ -449,6 +450,24 @@ class Recorder:
             return
         self._queue.put(_STOP)
         thread.join(timeout if timeout is not None else self.config.flush_timeout + 5)
+
+
+class _Handed:
+    """One producer's messages handed to librdkafka and not yet reported back, and their encoded
+    bytes; also the delivery callback of its messages. Not ``len(producer)``: that also counts
+    librdkafka's queued events (a dead broker's errors). One per producer, so a report from an
+    abandoned producer (one replaced after a fatal error, or paused for a fork) counts nothing."""
+
+    __slots__ = ("abandoned", "bytes", "count", "recorder")
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.count = 0
+        self.bytes = 0
+        self.abandoned = False
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        self.recorder._on_delivery(self, err, msg)
 
 
 class _Topic:
