@@ -41,6 +41,7 @@ from trafficreel.schemas import Deserializer, Serializer, sample_exchange
 from trafficreel.sinks import COLUMNS, ClickHouseSink, migrate
 from trafficreel.sinks._avro import AvroBatch, AvroInsert
 from trafficreel.sinks._rows import Columns
+from trafficreel.sinks._sink import tune_gc_for_sink_process
 from trafficreel.stack import EmbeddedBroker, EmbeddedClickHouse
 from trafficreel.stack._processes import ChildProcess
 from trafficreel.topics import create_topics
@@ -214,11 +215,16 @@ def _sink_round(
         group=f"bench-sink-{round_}",
         on_batch=on_batch,
     )
+    # As in a ``trafficreel sink`` process; the ceiling's rounds run with the thresholds before.
+    thresholds = tune_gc_for_sink_process()
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
-    finished.wait(600)
-    sink.stop()
-    thread.join(60)
+    try:
+        finished.wait(600)
+        sink.stop()
+        thread.join(60)
+    finally:
+        gc.set_threshold(*thresholds)
     stored = int(client(database).command("SELECT count() FROM exchanges"))
     if stored != count:
         raise RuntimeError(f"the sink stored {stored} of {count} rows")
