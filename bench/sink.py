@@ -37,11 +37,11 @@ from typing import Any
 import clickhouse_connect
 from confluent_kafka import Producer
 
+from trafficreel._gc import tune_gc_for_worker
 from trafficreel.schemas import Deserializer, Serializer, sample_exchange
 from trafficreel.sinks import COLUMNS, ClickHouseSink, migrate
 from trafficreel.sinks._avro import AvroBatch, AvroInsert
 from trafficreel.sinks._rows import Columns
-from trafficreel.sinks._sink import tune_gc_for_sink_process
 from trafficreel.stack import EmbeddedBroker, EmbeddedClickHouse
 from trafficreel.stack._processes import ChildProcess
 from trafficreel.topics import create_topics
@@ -216,7 +216,7 @@ def _sink_round(
         on_batch=on_batch,
     )
     # As in a ``trafficreel sink`` process; the ceiling's rounds run with the thresholds before.
-    thresholds = tune_gc_for_sink_process()
+    thresholds = tune_gc_for_worker()
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     try:

@@ -48,7 +48,6 @@ batches ran one after the other.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import sys
 import threading
@@ -73,29 +72,11 @@ from ._batches import Batch, Item, Store, inserts, ranges
 from ._errors import transient
 from ._lookup import existing_ids
 
-__all__ = ["ClickHouseSink", "SinkStats", "tune_gc_for_sink_process"]
+__all__ = ["ClickHouseSink", "SinkStats"]
 
 log = get_logger("trafficreel.sinks")
 _LAG_REFRESH_SECONDS = 5.0
 _GROWTH = 4  # how far past its limits a batch grows while the one before is being stored
-
-
-def tune_gc_for_sink_process() -> tuple[int, int, int]:
-    """For a process that runs a sink (``trafficreel sink`` calls it once at start): what exists
-    now is frozen out of garbage collections, and young collections come a fourteenth as often.
-
-    A batch's records (a few objects each, freed by reference counting, never in a cycle) outlive
-    young collections, and with the default thresholds a full collection came every 70k of them:
-    it walked every batch held and every object made at import, holding the GIL for 130-170 ms,
-    which stalled both the reading and the insert being sent (four times in a 150k-record
-    catch-up; gc.callbacks). Process-wide, so not done by ``ClickHouseSink.run()``: objects frozen
-    in a cycle are never freed. Returns the thresholds before.
-    """
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    return before
 
 
 @dataclass

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import math
 import os
 import ssl
@@ -32,6 +31,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from trafficreel._gc import tune_gc_for_worker
 from trafficreel.codec import deserializer, serializer
 from trafficreel.config import Settings, load_settings
 from trafficreel.errors import KafkaError
@@ -193,12 +193,7 @@ class StreamWorker:
         self.app.task(self._started)
 
     async def _started(self) -> None:
-        # The ~90k objects faust, aiokafka and mode made at startup live as long as the worker, yet
-        # every full collection walked them all: about 0.3 s of each 100k records (gc.callbacks).
-        # Frozen, they are left out of collections; fewer, larger young collections suit a loop
-        # whose garbage is freed by reference counting, not by the collector.
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
+        tune_gc_for_worker()  # what faust, aiokafka and mode made at startup is left out of collections
         self.ready = True
         log.info(
             "stream worker started",

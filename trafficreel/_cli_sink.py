@@ -133,9 +133,9 @@ def sink_command(
     signal.signal(signal.SIGTERM, lambda *_: loader.stop())
     log = get_logger("trafficreel.sinks")
     log.info("sink started", topics=names, group=group, clickhouse=mask_dsn(settings.clickhouse_url))
-    from trafficreel.sinks._sink import tune_gc_for_sink_process
+    from trafficreel._gc import tune_gc_for_worker
 
-    tune_gc_for_sink_process()
+    tune_gc_for_worker()
     try:
         loader.run()
     except KeyboardInterrupt:
