@@ -1,5 +1,5 @@
-"""The C decoder (``_cavro.c``): a schema's tree of tuples, made into a decoder once; and the
-sink's reading of a record's id, start time and container block."""
+"""The C decoder (``_cavro.c``): a schema's tree of tuples, made into a decoder once; the sink's
+reading of a record's id, start time and container block; the deep redactor's JSON key gate."""
 
 from typing import Any
 
@@ -10,3 +10,4 @@ class Program:
 def sink_block(
     data: bytes, framing: bytes, prefix: bytes, offset: int, /
 ) -> tuple[str, int, tuple[bytes, memoryview]] | None: ...
+def json_key_gate(words: tuple[bytes, ...], text: bytes | bytearray | memoryview, /) -> bool: ...

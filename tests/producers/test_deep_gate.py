@@ -1,0 +1,110 @@
+"""The deep redactor's first check of a JSON body: could one of its keys be a listed one?
+
+Most bodies are clean, so this gate decides whether the precise rules run at all; a key it misses
+is a secret that leaves the process. The C extension's gate must answer exactly as the regex the
+pure-Python install runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trafficreel.producers._deep import DEFAULT_JSON_KEYS, DeepRedactor
+from trafficreel.schemas import _decoder
+
+NATIVE, PYTHON = DeepRedactor(native=True), DeepRedactor(native=False)
+both = pytest.mark.parametrize("redactor", [NATIVE, PYTHON], ids=["native", "python"])
+
+
+def test_the_c_gate_is_the_one_in_use() -> None:
+    """The package is built with its C extension here; the default redactor uses its gate."""
+    assert _decoder.NATIVE
+    assert DeepRedactor()._has_key.func is _decoder._c().json_key_gate  # type: ignore[union-attr]
+
+
+@both
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"password": 1}',
+        b'{"Access-Token" : "x"}',
+        b'{"items": [], "X.Api.Key"\n:\t"x"}',
+        b'{"apiKeys": ["a"]}',  # plural
+        b'{"payload": "{\\"client_secret\\": \\"x\\"}"}',  # JSON held in a JSON string
+        b'{"a": 1, "github_token":"x"}',
+        b'{"SSN":"x"}',
+        b'{"pass-word": 1}',  # separators anywhere in the key
+    ],
+)
+def test_keys_that_may_be_listed_open_the_gate(redactor: DeepRedactor, text: bytes) -> None:
+    assert redactor._maybe(text, True)
+
+
+@both
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"note": "token: x"}',  # the word is in a value, not before a key's colon
+        b'{"tokenizer": 1, "monkey": 2, "passwords_reset_at": 3}',
+        b'{"items": [{"sku": "SKU-1", "qty": 2}]}',
+        b"token: x",  # no quote before the colon
+        b'"token"',  # no colon
+        b"",
+    ],
+)
+def test_clean_json_keeps_the_gate_shut(redactor: DeepRedactor, text: bytes) -> None:
+    assert not redactor._maybe(text, True)
+
+
+@both
+def test_configured_keys_and_a_separators_only_key(redactor: DeepRedactor) -> None:
+    native = redactor is NATIVE
+    pin = DeepRedactor(json_keys=["pin"], key_suffixes=(), patterns={}, native=native)
+    assert pin._maybe(b'{"PIN": 1}', True)
+    assert pin._maybe(b'{"user-pins" : 1}', True)
+    assert not pin._maybe(b'{"pinned": 1}', True)
+    anything = DeepRedactor(json_keys=["-"], key_suffixes=(), patterns={}, native=native)
+    assert anything._maybe(b'{"a": 1}', True)  # a name of separators only: every key may be it
+
+
+_WORDS = [*DEFAULT_JSON_KEYS, "apikey", "privatekey", "db_password", "Api-Secret"]
+_WORD = st.sampled_from(_WORDS).flatmap(
+    lambda w: st.sampled_from([w, w.upper(), w.capitalize(), w[:-1], w[1:]]).map(str.encode)
+)
+_PIECES = st.one_of(
+    _WORD,
+    st.sampled_from([b'"', b":", b"\\", b"s", b"S", b" ", b"\n", b"\t", b"-", b"_", b".", b"{", b","]),
+    st.binary(max_size=4),
+)
+# Near-keys: a word, then what may stand between it and a colon, each part sometimes wrong.
+_KEYISH = st.tuples(
+    st.sampled_from([b"", b'"', b"x", b"-", b"_."]),
+    _WORD,
+    st.sampled_from([b"", b"s", b"S", b"es", b"-", b"x"]),
+    st.sampled_from([b"", b"\\", b"\\\\", b"\\-"]),
+    st.sampled_from([b'"', b"'", b"", b'".']),
+    st.sampled_from([b"", b" ", b"\n\t", b"-", b" _ "]),
+    st.sampled_from([b":", b";", b"", b"::"]),
+).map(b"".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(_KEYISH, _PIECES), max_size=12).map(b"".join))
+def test_the_c_gate_answers_as_the_regex(text: bytes) -> None:
+    """Keys, near-keys, separators, quotes, colons, backslashes and whitespace in any order: the
+    same answer (about a fifth of the texts generated hold a listed key)."""
+    assert NATIVE._has_key(text) == PYTHON._has_key(text)  # type: ignore[misc]
+
+
+def test_the_c_gate_refuses_what_it_cannot_read() -> None:
+    gate = _decoder._c().json_key_gate
+    with pytest.raises(TypeError):
+        gate([b"token"], b"{}")
+    with pytest.raises(TypeError):
+        gate((b"",), b"{}")
+    with pytest.raises(TypeError):
+        gate((b"token",), "a str")
+    assert gate((b"token",), bytearray(b'{"token": 1}')) is True
+    assert gate((b"token",), memoryview(b'{"token": 1}')) is True
