@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ __all__ = [
     "cell",
     "deserializer_for",
     "err",
+    "fit_output",
     "key_values",
     "out",
     "parse_time",
@@ -32,7 +35,17 @@ __all__ = [
     "settings_of",
 ]
 
+
 out = Console(highlight=False, soft_wrap=True)
+
+
+def fit_output() -> None:
+    """Output to a file or a pipe is not cut to 80 columns (what rich assumes when there is no
+    terminal to ask): a report's or a query's table keeps its cells whole. COLUMNS still rules.
+    (Decided per command: the same process may print to a terminal and to a pipe.)"""
+    out.width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240  # type: ignore[assignment]
+
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from trafficreel import __version__
 from trafficreel.schemas import exchange_schema
 
-from ._cli_common import deserializer_for, err, key_values, out, parse_time, reported, settings_of
+from ._cli_common import deserializer_for, err, fit_output, key_values, out, parse_time, reported, settings_of
 from ._cli_replay import replay_command
 from ._cli_sink import query_command, report_command, sink_command
 from .config import Settings, load_settings, stack_env_path
@@ -93,6 +93,7 @@ def _main(
             log_format=log_format,
         )
     configure_logging(settings.log_level, settings.log_format)
+    fit_output()
     ctx.obj = settings
 
 

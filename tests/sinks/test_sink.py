@@ -106,6 +106,11 @@ def test_query_prints_a_table_json_and_csv(infra: Any, clickhouse: Any) -> None:
     assert shown.exit_code == 0 and "filter[status]=open /x[/y]" in shown.output, shown.output
     as_csv = runner.invoke(app, ["--clickhouse-url", url, "query", typed, "-f", "csv"])
     assert '"[[""host"", ""x""]]"' in as_csv.output
+    # Printed to a pipe (as here), a table wider than 80 columns keeps every cell whole.
+    values = [f"value-{i}-{'x' * 12}" for i in range(6)]
+    wide = "SELECT " + ", ".join(f"'{v}' AS column_{i}" for i, v in enumerate(values))
+    shown = runner.invoke(app, ["--clickhouse-url", url, "query", wide], env={"COLUMNS": ""})
+    assert all(v in shown.output for v in values) and "…" not in shown.output, shown.output
     bad = runner.invoke(app, ["--clickhouse-url", url, "query", "SELEKT 1"])
     assert (
         bad.exit_code == 1
