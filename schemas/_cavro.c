@@ -23,12 +23,16 @@
  * and start time of a record framed with ``framing``, and the record as a block of the insert's
  * Avro container, without decoding the rest of it.
  *
+ * Writer(tree, fallback) is the encoder's fast path (schemas/_encoder.py): the same bytes as the
+ * generated Python encoder for records of plain builtin types, and that encoder for the rest.
+ *
  * json_key_gate(words, text) is the deep redactor's first check of a body (producers/_deep.py):
  * whether a JSON key in it may be one to redact.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 enum {
     K_NULL, K_BOOLEAN, K_LONG, K_FLOAT, K_DOUBLE, K_BYTES, K_STRING,
@@ -499,6 +503,253 @@ done:
     return result;
 }
 
+/* -- the encoder's fast path ---------------------------------------------------------------------
+ *
+ * Writer(tree, fallback): ``writer(record, out)`` appends the Avro encoding of ``record`` to the
+ * bytearray ``out``, the same bytes as the generated Python encoder (``fallback``). It runs in
+ * the recorded app's process, so it reads only what cannot run Python code while it reads: dicts
+ * (all keys str), lists, tuples, str, bytes, int, float, bool and None, of exactly those types.
+ * Anything else (a subclass, a missing field, a value the schema does not take, an int too large
+ * for a long, a str that is not valid UTF-8) leaves it to ``fallback`` with ``out`` untouched,
+ * which writes it or raises its own error. While it writes, no Python code runs and no object
+ * that the garbage collector tracks is made (the bytes go to a buffer of its own until the end),
+ * so the references it borrows stay valid and no other thread sees the record half read. */
+
+#define W_FALLBACK 1 /* a write_* result: leave the record to the Python encoder */
+
+typedef struct {
+    char *p;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buf;
+
+static int buf_grow(Buf *b, Py_ssize_t more) {
+    if (more > PY_SSIZE_T_MAX / 4 - b->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more) cap *= 2;
+    char *p = PyMem_Realloc(b->p, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int w_bytes(Buf *b, const void *data, Py_ssize_t n) {
+    if (n > b->cap - b->len && buf_grow(b, n) < 0) return -1;
+    memcpy(b->p + b->len, data, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static inline int w_long(Buf *b, int64_t v) {
+    if (10 > b->cap - b->len && buf_grow(b, 10) < 0) return -1;
+    b->len += put_long((unsigned char *)b->p + b->len, v);
+    return 0;
+}
+
+static inline int w_run(Buf *b, const void *data, Py_ssize_t n) {
+    if (w_long(b, (int64_t)n) < 0) return -1;
+    return w_bytes(b, data, n);
+}
+
+/* Whether every key of an exact dict is an exact str: then looking a str up in it compares
+ * strings only (no __eq__ or __hash__ of the caller's). */
+static int str_keys_only(PyObject *dict) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) return 0;
+    }
+    return 1;
+}
+
+static int w_value(const Node *node, PyObject *value, Buf *b);
+
+static int w_str(PyObject *value, Buf *b) {
+    if (!PyUnicode_CheckExact(value)) return W_FALLBACK;
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(value, &size);
+    if (utf8 == NULL) { /* lone surrogates: Python's UnicodeEncodeError */
+        PyErr_Clear();
+        return W_FALLBACK;
+    }
+    return w_run(b, utf8, size);
+}
+
+static int w_record(const Node *node, PyObject *value, Buf *b, int pairs_allowed) {
+    if (pairs_allowed && (PyTuple_CheckExact(value) || PyList_CheckExact(value))) {
+        /* An array item of record type given as its fields in order ((name, value) headers). */
+        if (PySequence_Fast_GET_SIZE(value) != node->n) return W_FALLBACK;
+        PyObject **items = PySequence_Fast_ITEMS(value);
+        for (Py_ssize_t i = 0; i < node->n; i++) {
+            int r = w_value(node->children[i], items[i], b);
+            if (r) return r;
+        }
+        return 0;
+    }
+    if (!PyDict_CheckExact(value) || !str_keys_only(value)) return W_FALLBACK;
+    for (Py_ssize_t i = 0; i < node->n; i++) {
+        PyObject *field = PyDict_GetItemWithError(value, node->names[i]);
+        if (field == NULL) return PyErr_Occurred() ? -1 : W_FALLBACK; /* missing: its default, in Python */
+        int r = w_value(node->children[i], field, b);
+        if (r) return r;
+    }
+    return 0;
+}
+
+static int w_blocks(const Node *node, PyObject *value, Buf *b) {
+    const Node *item = node->children[0];
+    if (node->kind == K_MAP) {
+        if (!PyDict_CheckExact(value) || !str_keys_only(value)) return W_FALLBACK;
+        Py_ssize_t n = PyDict_GET_SIZE(value);
+        if (n && w_long(b, (int64_t)n) < 0) return -1;
+        Py_ssize_t pos = 0;
+        PyObject *key, *val;
+        while (PyDict_Next(value, &pos, &key, &val)) {
+            int r = w_str(key, b);
+            if (!r) r = w_value(item, val, b);
+            if (r) return r;
+        }
+        return w_bytes(b, "", 1); /* the end of the blocks */
+    }
+    if (!PyList_CheckExact(value) && !PyTuple_CheckExact(value)) return W_FALLBACK;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(value);
+    if (n && w_long(b, (int64_t)n) < 0) return -1;
+    PyObject **items = PySequence_Fast_ITEMS(value);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = item->kind == K_RECORD ? w_record(item, items[i], b, 1) : w_value(item, items[i], b);
+        if (r) return r;
+    }
+    return w_bytes(b, "", 1); /* the end of the blocks */
+}
+
+static int w_value(const Node *node, PyObject *value, Buf *b) {
+    switch (node->kind) {
+    case K_NULL:
+        return value == Py_None ? 0 : W_FALLBACK;
+    case K_BOOLEAN:
+        if (value == Py_True) return w_bytes(b, "\x01", 1);
+        if (value == Py_False) return w_bytes(b, "", 1);
+        return W_FALLBACK;
+    case K_LONG: {
+        if (!PyLong_CheckExact(value)) return W_FALLBACK;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) return W_FALLBACK;
+        if (v == -1 && PyErr_Occurred()) return -1;
+        return w_long(b, (int64_t)v);
+    }
+    case K_FLOAT:
+    case K_DOUBLE: {
+        if (!PyFloat_CheckExact(value)) return W_FALLBACK;
+        int size = node->kind == K_FLOAT ? 4 : 8;
+        if (size > b->cap - b->len && buf_grow(b, size) < 0) return -1;
+        double d = PyFloat_AS_DOUBLE(value);
+        /* A float too large for 4 bytes raises OverflowError in Python: its error, not ours. */
+        if ((size == 4 ? PyFloat_Pack4(d, b->p + b->len, 1) : PyFloat_Pack8(d, b->p + b->len, 1)) < 0) {
+            PyErr_Clear();
+            return W_FALLBACK;
+        }
+        b->len += size;
+        return 0;
+    }
+    case K_BYTES:
+        if (!PyBytes_CheckExact(value)) return W_FALLBACK;
+        return w_run(b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+    case K_FIXED:
+        if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) != node->n) return W_FALLBACK;
+        return w_bytes(b, PyBytes_AS_STRING(value), node->n);
+    case K_STRING:
+        return w_str(value, b);
+    case K_RECORD:
+        return w_record(node, value, b, 0);
+    case K_ENUM:
+        if (!PyUnicode_CheckExact(value)) return W_FALLBACK;
+        for (Py_ssize_t i = 0; i < node->n; i++) {
+            if (node->names[i] == value || PyUnicode_Compare(node->names[i], value) == 0) return w_long(b, (int64_t)i);
+        }
+        return W_FALLBACK;
+    case K_ARRAY:
+    case K_MAP:
+        return w_blocks(node, value, b);
+    case K_UNION:
+        if (value == Py_None) return w_long(b, (int64_t)node->null_index);
+        if (w_long(b, (int64_t)(1 - node->null_index)) < 0) return -1;
+        return w_value(node->children[0], value, b);
+    }
+    return W_FALLBACK;
+}
+
+typedef struct {
+    PyObject_HEAD
+    Node *root;
+    PyObject *fallback;
+} Writer;
+
+static void Writer_dealloc(Writer *self) {
+    free_node(self->root);
+    Py_XDECREF(self->fallback);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *tree, *fallback;
+    static char *keywords[] = {"tree", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO", keywords, &tree, &fallback)) return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "Writer: fallback must be callable");
+        return NULL;
+    }
+    Node *root = build_node(tree, 0);
+    if (root == NULL) return NULL;
+    Writer *self = (Writer *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        free_node(root);
+        return NULL;
+    }
+    self->root = root;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    return (PyObject *)self;
+}
+
+static PyObject *Writer_call(Writer *self, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) != 2 || (kwargs != NULL && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "encode(record, out) takes two positional arguments");
+        return NULL;
+    }
+    PyObject *record = PyTuple_GET_ITEM(args, 0), *out = PyTuple_GET_ITEM(args, 1);
+    if (!PyByteArray_CheckExact(out)) return PyObject_Call(self->fallback, args, kwargs);
+    Buf b = {NULL, 0, 0};
+    int r = w_value(self->root, record, &b);
+    if (r == 0 && b.len) {
+        Py_ssize_t start = PyByteArray_GET_SIZE(out);
+        r = PyByteArray_Resize(out, start + b.len);
+        if (r == 0) memcpy(PyByteArray_AS_STRING(out) + start, b.p, (size_t)b.len);
+    }
+    PyMem_Free(b.p);
+    if (r < 0) return NULL;
+    if (r == W_FALLBACK) return PyObject_Call(self->fallback, args, kwargs);
+    Py_RETURN_NONE;
+}
+
+static PyTypeObject WriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trafficreel.schemas._cavro.Writer",
+    .tp_doc = PyDoc_STR("Writer(tree, fallback): writer(record, out) appends the record's Avro to the bytearray out"),
+    .tp_basicsize = sizeof(Writer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Writer_new,
+    .tp_dealloc = (destructor)Writer_dealloc,
+    .tp_call = (ternaryfunc)Writer_call,
+};
+
 /* -- the deep redactor's gate for JSON keys ------------------------------------------------------
  *
  * json_key_gate(words, text) -> bool: whether some ':' in ``text`` follows, once ASCII letters are
@@ -590,12 +841,18 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__cavro(void) {
-    if (PyType_Ready(&ProgramType) < 0) return NULL;
+    if (PyType_Ready(&ProgramType) < 0 || PyType_Ready(&WriterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&ProgramType);
     if (PyModule_AddObject(m, "Program", (PyObject *)&ProgramType) < 0) {
         Py_DECREF(&ProgramType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&WriterType);
+    if (PyModule_AddObject(m, "Writer", (PyObject *)&WriterType) < 0) {
+        Py_DECREF(&WriterType);
         Py_DECREF(m);
         return NULL;
     }

@@ -1,11 +1,17 @@
-"""The C decoder (``_cavro.c``): a schema's tree of tuples, made into a decoder once; the sink's
-reading of a record's id, start time and container block; the deep redactor's JSON key gate."""
+"""The C decoder (``_cavro.c``): a schema's tree of tuples, made into a decoder once; the
+encoder's fast path; the sink's reading of a record's id, start time and container block; the deep
+redactor's JSON key gate."""
 
+from collections.abc import Callable
 from typing import Any
 
 class Program:
     def __init__(self, tree: tuple[Any, ...], split: int = -1) -> None: ...
     def __call__(self, data: bytes, pos: int, /) -> tuple[Any, ...]: ...
+
+class Writer:
+    def __init__(self, tree: tuple[Any, ...], fallback: Callable[[Any, bytearray], None]) -> None: ...
+    def __call__(self, record: Any, out: bytearray, /) -> None: ...
 
 def sink_block(
     data: bytes, framing: bytes, prefix: bytes, offset: int, /

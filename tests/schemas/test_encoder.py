@@ -1,4 +1,5 @@
-"""The compiled encoder writes exactly the bytes fastavro writes, and refuses what fastavro refuses."""
+"""The compiled encoder writes exactly the bytes fastavro writes, and refuses what fastavro refuses;
+the C fast path in front of it writes the same bytes, and leaves everything else to it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
 
 from tests.strategies import exchanges
-from trafficreel.schemas import EncodeError, Exchange, Serializer, exchange_schema, sample_exchange
+from trafficreel.schemas import EncodeError, Exchange, Serializer, _decoder, exchange_schema, sample_exchange
 from trafficreel.schemas._encoder import compile_encoder
+from trafficreel.schemas._schema import _strip_logical_types
+
+SCHEMA = _strip_logical_types(exchange_schema().json)
+NATIVE = compile_encoder(SCHEMA, memo_fields=frozenset({"source"}), native=True)
+PYTHON = compile_encoder(SCHEMA, memo_fields=frozenset({"source"}), native=False)
+both = pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
 
 
 def _fastavro(schema: Any, record: Any) -> bytes:
@@ -20,13 +27,100 @@ def _fastavro(schema: Any, record: Any) -> bytes:
     return out.getvalue()
 
 
+def test_the_c_fast_path_is_in_use() -> None:
+    """The package is built with its C extension here, and the schema's encoder is its Writer."""
+    assert _decoder.NATIVE
+    assert isinstance(exchange_schema().encoder, _decoder._c().Writer)
+
+
 @given(exchanges())
 @settings(max_examples=300, deadline=None)
 def test_identical_to_fastavro(record: Exchange) -> None:
-    """For any record the compiled encoder's bytes equal fastavro's for the same schema."""
-    out = bytearray()
-    exchange_schema().encoder(record, out)
-    assert bytes(out) == _fastavro(exchange_schema().parsed, record)
+    """For any record both encoders' bytes equal fastavro's for the same schema."""
+    expected = _fastavro(exchange_schema().parsed, record)
+    for encode in (NATIVE, PYTHON):
+        out = bytearray()
+        encode(record, out)
+        assert bytes(out) == expected
+
+
+def _outcome(encode: Any, record: Any) -> Any:
+    out = bytearray(b"before")
+    try:
+        encode(record, out)
+    except Exception as exc:  # noqa: BLE001 - compared, not handled
+        return type(exc), str(exc), bytes(out)
+    return bytes(out)
+
+
+class _Dict(dict[str, Any]):
+    pass
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+def _changed(change: Any) -> Any:
+    record: Any = {**sample_exchange(7)}
+    record["request"] = {**record["request"], "body": {**record["request"]["body"]}}
+    change(record)
+    return record
+
+
+_UNUSUAL = {
+    "a dict subclass": lambda r: r.update(request=_Dict(r["request"])),
+    "header pairs as lists": lambda r: r["request"].update(
+        headers=[[h["name"], h["value"]] for h in r["request"]["headers"]]
+    ),
+    "headers as a tuple": lambda r: r["request"].update(headers=tuple(r["request"]["headers"])),
+    "a bytearray body": lambda r: r["request"]["body"].update(data=bytearray(b"{}")),
+    "a memoryview path": lambda r: r["request"].update(path=memoryview(b"/x")),
+    "a bool for a long": lambda r: r.update(duration_us=True),
+    "an int for a double": lambda r: r.update(sample_weight=3),
+    "a str subclass": lambda r: r.update(id=_Str(r["id"])),
+    "a str enum symbol subclass": lambda r: r.update(direction=_Str("INBOUND")),
+    "None for an array": lambda r: r.update(redactions=None),
+    "a missing defaulted field": lambda r: r.pop("tags"),
+    "a key that is not a str": lambda r: r.update({1: "x"}),
+    "a long out of range": lambda r: r.update(start_time=2**63),
+    "an unknown enum symbol": lambda r: r.update(direction="SIDEWAYS"),
+    "None where a value is required": lambda r: r.update(duration_us=None),
+    "a wrong type": lambda r: r.update(id=17),
+    "a lone surrogate": lambda r: r.update(route="/\ud800"),
+    "a short fixed": lambda r: r["request"]["body"].update(sha256=b"short"),
+    "a tuple of the wrong size": lambda r: r["request"].update(headers=[(b"a", b"b", b"c")]),
+    "a missing required field": lambda r: r.pop("id"),
+}
+
+
+@pytest.mark.parametrize("change", list(_UNUSUAL.values()), ids=list(_UNUSUAL))
+def test_unusual_records_are_written_or_refused_as_the_python_encoder_does(change: Any) -> None:
+    """Subclasses, other buffer and sequence types, missing fields and bad values leave the C
+    path to the Python encoder: the same bytes, or the same error with ``out`` untouched."""
+    assert _outcome(NATIVE, _changed(change)) == _outcome(PYTHON, _changed(change))
+
+
+def test_a_key_that_runs_code_when_compared_cannot_upset_the_c_path() -> None:
+    """A dict key whose __eq__ clears the record it sits in (as a hostile or buggy object may):
+    the C code never compares it, the Python encoder meets it, and nothing crashes."""
+
+    def hostile() -> Any:
+        record: Any = {}
+
+        class Key:
+            def __hash__(self) -> int:
+                return hash("id")
+
+            def __eq__(self, other: object) -> bool:
+                record.clear()
+                return False
+
+        record[Key()] = "x"
+        record.update(sample_exchange(8))
+        return record
+
+    assert _outcome(NATIVE, hostile()) == _outcome(PYTHON, hostile())
 
 
 def test_header_pairs_may_be_tuples() -> None:
@@ -78,29 +172,46 @@ def test_wrong_fixed_size_is_refused() -> None:
         Serializer()(record)
 
 
-def test_other_schemas_compile() -> None:
-    """Floats, booleans, maps of records and reversed nullable unions compile and match fastavro."""
-    schema = {
-        "type": "record",
-        "name": "T",
-        "fields": [
-            {"name": "f", "type": "float"},
-            {"name": "b", "type": "boolean"},
-            {"name": "u", "type": ["string", "null"]},
-            {
-                "name": "m",
-                "type": {
-                    "type": "map",
-                    "values": {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]},
-                },
+_OTHER = {
+    "type": "record",
+    "name": "T",
+    "fields": [
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "b", "type": "boolean"},
+        {"name": "u", "type": ["string", "null"]},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+        {"name": "x", "type": {"type": "fixed", "name": "X", "size": 4}},
+        {"name": "a", "type": {"type": "array", "items": "long"}},
+        {
+            "name": "m",
+            "type": {
+                "type": "map",
+                "values": {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]},
             },
-            {"name": "again", "type": ["null", "R"]},
-        ],
-    }
-    record = {"f": 1.5, "b": True, "u": "s", "m": {"k": {"x": -3}}, "again": {"x": 300}}
+        },
+        {"name": "again", "type": ["null", "R"]},
+    ],
+}
+
+
+@both
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"f": 1.5, "d": -2.25, "b": True, "u": "s", "e": "C", "x": b"abcd", "a": [1, -300, 2**40],
+         "m": {"k": {"x": -3}, "é": {"x": 0}}, "again": {"x": 300}},
+        {"f": -0.0, "d": 1e300, "b": False, "u": None, "e": "A", "x": b"\x00" * 4, "a": [], "m": {},
+         "again": None},
+    ],
+    ids=["values", "nulls-and-empties"],
+)  # fmt: skip
+def test_other_schemas_compile(native: bool, record: dict[str, Any]) -> None:
+    """Floats, booleans, enums, fixed, arrays, maps of records and reversed nullable unions (the
+    null second) compile and match fastavro, with values and with nulls and empty containers."""
     out = bytearray()
-    compile_encoder(schema)(record, out)
-    assert bytes(out) == _fastavro(parse_schema(schema), record)
+    compile_encoder(_OTHER, native=native)(record, out)
+    assert bytes(out) == _fastavro(parse_schema(_OTHER), record)
 
 
 def test_a_missing_source_is_refused_even_first() -> None:
