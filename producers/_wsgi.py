@@ -35,15 +35,26 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _CGI_HEADERS = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
 
 
+_NAMES: dict[str, bytes | None] = {}  # environ key -> header name (None: not a header); keys repeat
+
+
+def _header_name(key: str) -> bytes | None:
+    if key.startswith("HTTP_"):
+        return key[5:].replace("_", "-").lower().encode("latin-1")
+    return _CGI_HEADERS.get(key)
+
+
 def environ_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
     """Request headers rebuilt from a WSGI environ (names lowercased, values as the server decoded them)."""
     headers = []
+    names = _NAMES
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower().encode("latin-1")
-        elif key in _CGI_HEADERS and value:
-            name = _CGI_HEADERS[key]
-        else:
+        name = names.get(key, b"")
+        if name == b"":
+            name = _header_name(key)
+            if len(names) < 4096:  # bounded against odd clients
+                names[key] = name
+        if name is None or (not value and key in _CGI_HEADERS):  # CGI's are there even when not sent
             continue
         headers.append((name, value.encode("latin-1") if isinstance(value, str) else bytes(value)))
     return headers

@@ -484,3 +484,30 @@ def test_gunicorn_responses_are_byte_identical(infra: Any) -> None:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+
+
+def test_request_headers_are_rebuilt_from_the_environ() -> None:
+    """HTTP_* keys become lowercase dashed names (an empty value kept); CONTENT_TYPE and
+    CONTENT_LENGTH count only when set, as servers put them in every environ; the rest is not a
+    header. The same environ gives the same headers again (names are remembered per key)."""
+    from trafficreel.producers._wsgi import environ_headers
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "HTTP_X_REQUEST_ID": "abc",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "",
+        "HTTP_X_EMPTY": "",
+        "HTTP_ACCEPT_ENCODING": "gzip",
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "orders",
+    }
+    expected = [
+        (b"x-request-id", b"abc"),
+        (b"content-type", b"application/json"),
+        (b"x-empty", b""),
+        (b"accept-encoding", b"gzip"),
+    ]
+    assert environ_headers(environ) == expected
+    assert environ_headers(environ) == expected
+    assert environ_headers({**environ, "CONTENT_LENGTH": "2"})[2] == (b"content-length", b"2")
