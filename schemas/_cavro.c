@@ -90,8 +90,11 @@ static int take_names(Node *node, PyObject *names, int strings_only) {
     for (Py_ssize_t i = 0; i < node->n; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
         if (strings_only && !PyUnicode_Check(name)) return bad_program("a name is not a str");
-        Py_INCREF(name);
-        if (PyUnicode_Check(name)) PyUnicode_InternInPlace(&name);
+        /* An exact str, copied from a subclass: the writer looks names up in records' dicts, and
+         * a subclass's __hash__ or __eq__ would run Python code while it holds borrowed values. */
+        name = PyUnicode_CheckExact(name) ? Py_NewRef(name) : PyUnicode_FromObject(name);
+        if (name == NULL) return -1;
+        PyUnicode_InternInPlace(&name);
         node->names[i] = name;
     }
     return 0;
@@ -541,6 +544,7 @@ static int buf_grow(Buf *b, Py_ssize_t more) {
 }
 
 static inline int w_bytes(Buf *b, const void *data, Py_ssize_t n) {
+    if (n == 0) return 0; /* fixed(0): nothing to copy, and b->p may still be NULL */
     if (n > b->cap - b->len && buf_grow(b, n) < 0) return -1;
     memcpy(b->p + b->len, data, (size_t)n);
     b->len += n;
@@ -671,7 +675,8 @@ static int w_value(const Node *node, PyObject *value, Buf *b) {
         return w_record(node, value, b, 0);
     case K_ENUM:
         if (!PyUnicode_CheckExact(value)) return W_FALLBACK;
-        for (Py_ssize_t i = 0; i < node->n; i++) {
+        /* From the last: a symbol listed twice takes its last index, as in the Python encoder. */
+        for (Py_ssize_t i = node->n - 1; i >= 0; i--) {
             if (node->names[i] == value || PyUnicode_Compare(node->names[i], value) == 0) return w_long(b, (int64_t)i);
         }
         return W_FALLBACK;
@@ -776,6 +781,20 @@ static int word_ends_at(const unsigned char *s, Py_ssize_t j, const unsigned cha
     return 1;
 }
 
+/* Whether the text before and at j ends in a word, or a word then an 's' (a plural). */
+static int word_at(PyObject *words, Py_ssize_t count, const unsigned char *last, const unsigned char *s,
+                   Py_ssize_t j) {
+    Py_ssize_t plural = Py_TOLOWER(s[j]) == 's' ? back(s, j - 1) : -1;
+    if (!last[Py_TOLOWER(s[j])] && (plural < 0 || !last[Py_TOLOWER(s[plural])])) return 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *w = PyTuple_GET_ITEM(words, k);
+        const unsigned char *word = (const unsigned char *)PyBytes_AS_STRING(w);
+        Py_ssize_t n = PyBytes_GET_SIZE(w);
+        if (word_ends_at(s, j, word, n) || (plural >= 0 && word_ends_at(s, plural, word, n))) return 1;
+    }
+    return 0;
+}
+
 static PyObject *json_key_gate(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 2 || !PyTuple_Check(args[0])) {
@@ -807,16 +826,10 @@ static PyObject *json_key_gate(PyObject *module, PyObject *const *args, Py_ssize
         colon++;
         while (j >= 0 && Py_ISSPACE(s[j])) j = back(s, j - 1);
         if (j < 0 || s[j] != '"') continue;
-        j = back(s, j - 1);
-        while (j >= 0 && s[j] == '\\') j = back(s, j - 1);
-        if (j < 0) continue;
-        Py_ssize_t plural = Py_TOLOWER(s[j]) == 's' ? back(s, j - 1) : -1;
-        if (!last[Py_TOLOWER(s[j])] && (plural < 0 || !last[Py_TOLOWER(s[plural])])) continue;
-        for (Py_ssize_t k = 0; k < count && !found; k++) {
-            PyObject *w = PyTuple_GET_ITEM(words, k);
-            const unsigned char *word = (const unsigned char *)PyBytes_AS_STRING(w);
-            Py_ssize_t n = PyBytes_GET_SIZE(w);
-            found = word_ends_at(s, j, word, n) || (plural >= 0 && word_ends_at(s, plural, word, n));
+        /* The key ends after any number of the backslashes before the quote: a word may itself
+         * end in one, so each place in the run is tried, as the regex's backtracking does. */
+        for (j = back(s, j - 1); j >= 0 && !found; j = s[j] == '\\' ? back(s, j - 1) : -1) {
+            found = word_at(words, count, last, s, j);
         }
     }
     PyBuffer_Release(&view);

@@ -229,11 +229,17 @@ def compile_encoder(
     """
     compiler = _Compiler(memo_fields)
     compiler.value(schema, "record", 1, schema.get("namespace", ""))
-    source = "def encode(record, out):\n" + "\n".join(compiler.lines) + "\n"
+    body = compiler.lines or ["    pass"]  # a record of no fields takes no bytes
+    source = "def encode(record, out):\n" + "\n".join(body) + "\n"
     namespace: dict[str, Any] = {**compiler.consts, "_bad": _bad}
     exec(compile(source, f"<avro encoder {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - our own generated code
     encode: Encoder = namespace["encode"]
-    if _decoder._native(native):
+    if not _decoder._native(native):
+        return encode
+    try:
         writer: Encoder = _decoder._c().Writer(_decoder._tree(schema), encode)
-        return writer
-    return encode
+    except (TypeError, ValueError, KeyError):
+        if native:
+            raise
+        return encode  # a schema the C tree cannot hold (enum symbols not str, say): Python's alone
+    return writer

@@ -239,3 +239,48 @@ def test_record_items_of_a_dict_subclass_are_read_by_name() -> None:
         "headers": [Header(name=h["name"], value=h["value"]) for h in record["request"]["headers"]],
     }
     assert Serializer()(record) == plain
+
+
+_EDGES = {
+    "no-fields": ({"type": "record", "name": "N", "fields": []}, {}),
+    "fixed-0": ({"type": "record", "name": "Z", "fields": [{"name": "z", "type": {"type": "fixed", "name": "Z0", "size": 0}}]}, {"z": b""}),
+    "array-of-null": ({"type": "record", "name": "A", "fields": [{"name": "a", "type": {"type": "array", "items": "null"}}]}, {"a": [None, None]}),
+    "twice-listed-symbol": ({"type": "record", "name": "E", "fields": [{"name": "e", "type": {"type": "enum", "name": "S", "symbols": ["a", "b", "a"]}}]}, {"e": "a"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("schema", "record"), list(_EDGES.values()), ids=list(_EDGES))
+def test_edge_schemas_give_the_same_bytes_on_both_paths(
+    schema: dict[str, Any], record: dict[str, Any]
+) -> None:
+    """Schemas the C tree may not hold (an array of nulls) fall back to Python when the C path is
+    not demanded; the rest give Python's bytes (a symbol listed twice takes its last index)."""
+    python, default = bytearray(), bytearray()
+    compile_encoder(schema, native=False)(record, python)
+    compile_encoder(schema)(record, default)
+    assert default == python
+
+
+def test_a_field_named_by_a_str_subclass_runs_none_of_its_code() -> None:
+    """Field names are copied as exact str when the C tree is built: a subclass's __hash__ and
+    __eq__ (which could free what the writer holds) are never called while a record is written."""
+    calls: list[str] = []
+
+    class Name(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:
+            calls.append("hash")
+            return str.__hash__(self)
+
+        def __eq__(self, other: object) -> bool:
+            calls.append("eq")
+            return str.__eq__(self, other)
+
+    schema = {"type": "record", "name": "R", "fields": [{"name": Name("a"), "type": "long"}]}
+    writer = compile_encoder(schema, native=True)
+    calls.clear()
+    out = bytearray()
+    writer({"a": 300}, out)
+    assert bytes(out) == b"\xd8\x04"
+    assert calls == []
