@@ -86,8 +86,20 @@ _CUT_SECRETS = {
 _INFLATE_LIMIT = 8 << 20  # what a decompressed kept body may grow to before it is withheld
 
 
-def _normal_key(key: bytes) -> str:
-    return key.decode("latin-1").lower().replace("-", "").replace("_", "").replace(".", "")
+def _normal_key(key: str) -> str:
+    """A JSON key as the key rules compare it: lowercased (Unicode), without "-", "_" and "."."""
+    return key.lower().replace("-", "").replace("_", "").replace(".", "")
+
+
+def _json_key(raw: bytes) -> str:
+    """The key a JSON string's raw bytes (escapes and all) stand for."""
+    if raw.isascii() and b"\\" not in raw:
+        return raw.decode("ascii")
+    try:
+        key = json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    return key if isinstance(key, str) else raw.decode("utf-8", "replace")
 
 
 def _luhn(digits: str) -> bool:
@@ -148,6 +160,18 @@ def _any_key(text: bytes) -> bool:
     return True
 
 
+def _not_ascii_or_escaped(text: bytes) -> bool:
+    """Whether a key holding a character beyond ASCII may be in ``text`` (raw or escaped)."""
+    return not text.isascii() or b"\\u" in text
+
+
+def _either(gates: tuple[Callable[[bytes], bool], ...], text: bytes) -> bool:
+    for gate in gates:  # noqa: SIM110 - a loop, not any(genexpr): it runs per body
+        if gate(text):
+            return True
+    return False
+
+
 def _media(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
@@ -193,9 +217,9 @@ class DeepRedactor:
         keep = tuple(keep)
         self.source = Redactor(headers, query, keep)
         # JSON keys never redacted (compared as keys are: case, "-", "_" and "." aside).
-        self._kept_keys = frozenset(_normal_key(k.strip().encode()) for k in keep if k.strip())
-        self._keys = frozenset(_normal_key(k.encode()) for k in json_keys)
-        self._suffixes = tuple(_normal_key(k.encode()) for k in key_suffixes)
+        self._kept_keys = frozenset(_normal_key(k.strip()) for k in keep if k.strip())
+        self._keys = frozenset(_normal_key(k) for k in json_keys)
+        self._suffixes = tuple(_normal_key(k) for k in key_suffixes)
         patterns = DEFAULT_PATTERNS if patterns is None else patterns
         compiled = {name: re.compile(p.encode()) for name, p in patterns.items()}
         self._patterns = compiled
@@ -207,18 +231,30 @@ class DeepRedactor:
         # than trying every word at every letter: about 4 instead of 15 µs for 1 KiB of JSON. The C
         # extension's json_key_gate makes the same test in one pass without copies (the lowercased,
         # squeezed, reversed text cost as much as the search): 2 KiB of JSON 12.6 -> 1.3 µs.
-        words = {_squeeze(name.lower().encode()) for name in (*json_keys, *self._suffixes)}
-        ends = sorted(w for w in words if not any(o != w and w.endswith(o) for o in words))
+        # These gates read bytes and lowercase ASCII only. A word with other characters ("äpi")
+        # opens the gate for any text with a character beyond ASCII or a \u escape (the key
+        # rules lowercase all of Unicode and read escapes: Python's json.dumps sends "\u00e4").
+        words = {_squeeze(_normal_key(name).encode()) for name in (*json_keys, *self._suffixes)}
+        ends = sorted(w for w in words if w.isascii() and not any(o != w and w.endswith(o) for o in words))
         self._has_key: Callable[[bytes], bool] | None = None
-        if ends == [b""]:  # a name of separators only: any key may be it
-            self._has_key = _any_key
+        gates: list[Callable[[bytes], bool]] = []
+        if b"" in words:  # a name of separators only: any key may be it
+            ends = []
+            gates.append(_any_key)
         elif ends and _decoder._native(native):
-            self._has_key = functools.partial(_decoder._c().json_key_gate, tuple(ends))
+            gates.append(functools.partial(_decoder._c().json_key_gate, tuple(ends)))
         elif ends:
             alternatives = b"|".join(re.escape(w[::-1]) for w in ends)
             # Backslashes between the quote and the key: a key of JSON held in a JSON string (\"key\").
             search = re.compile(rb':\s*"\\*s?(?:' + alternatives + rb")").search
-            self._has_key = functools.partial(_key_regex, search)
+            gates.append(functools.partial(_key_regex, search))
+        if not all(w.isascii() for w in words):
+            gates.append(_not_ascii_or_escaped)
+        self._key_gates = tuple(gates)
+        if len(gates) == 1:
+            self._has_key = gates[0]
+        elif gates:
+            self._has_key = functools.partial(_either, tuple(gates))
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
         self._gated = tuple((self._gates[name], p.search) for name, p in compiled.items())
         self._plain_names: set[bytes] = set()  # header names known not to be credentials
@@ -365,7 +401,7 @@ class DeepRedactor:
             if match is None or match.group("secret") == MARKER:
                 continue
             if rule == "json-key":
-                key = match.group("key").decode("latin-1")
+                key = _json_key(match.group("key"))
                 if not self._sensitive_key(key):
                     continue
                 location = f"{where}:json:{key}"
@@ -383,7 +419,7 @@ class DeepRedactor:
 
     def _sensitive_key(self, key: str) -> bool:
         """A listed key, or one ending in a listed suffix, also in the plural ("apiKeys", "secrets")."""
-        normal = key.lower().replace("-", "").replace("_", "").replace(".", "")
+        normal = _normal_key(key)
         if normal in self._kept_keys:
             return False
         if normal.endswith("s") and self._listed(normal[:-1]):
@@ -401,7 +437,7 @@ class DeepRedactor:
 
         def replace(match: re.Match[bytes]) -> bytes:
             nonlocal nested
-            key = match.group(1).decode("latin-1")
+            key = _json_key(match.group(1))
             value = match.group(3)
             if not self._sensitive_key(key):
                 if value[:1] == b'"' and b'\\"' in value:  # maybe JSON held in this string

@@ -7,12 +7,14 @@ pure-Python install runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trafficreel.producers._deep import DEFAULT_JSON_KEYS, DeepRedactor
-from trafficreel.schemas import _decoder
+from trafficreel.schemas import _decoder, blank_body
 
 NATIVE, PYTHON = DeepRedactor(native=True), DeepRedactor(native=False)
 both = pytest.mark.parametrize("redactor", [NATIVE, PYTHON], ids=["native", "python"])
@@ -96,6 +98,58 @@ def test_the_c_gate_answers_as_the_regex(text: bytes) -> None:
     """Keys, near-keys, separators, quotes, colons, backslashes and whitespace in any order: the
     same answer (about a fifth of the texts generated hold a listed key)."""
     assert NATIVE._has_key(text) == PYTHON._has_key(text)  # type: ignore[misc]
+
+
+def _redacted(redactor: DeepRedactor, data: bytes) -> bytes:
+    """A JSON request body as the redactor leaves it."""
+    body = {
+        **blank_body(),
+        "data": data,
+        "size": len(data),
+        "content_type": "application/json",
+        "state": "COMPLETE",
+    }
+    record: Any = {
+        "request": {"headers": [], "query": b"", "body": body},
+        "response": {"headers": [], "body": blank_body()},
+        "redactions": [],
+    }
+    redactor.redact(record, credentials=False)
+    return record["request"]["body"]["data"]  # type: ignore[no-any-return]
+
+
+_ODD = ["ab\\", "x\\\\y", "\\s", 'q"', "s\\s", "k:"]
+ODD_NATIVE = DeepRedactor(json_keys=_ODD, key_suffixes=(), patterns={}, native=True)
+ODD_PYTHON = DeepRedactor(json_keys=_ODD, key_suffixes=(), patterns={}, native=False)
+_ODD_PIECES = st.one_of(
+    st.sampled_from([w.encode() for w in _ODD]),
+    st.sampled_from([b'"', b":", b"\\", b"s", b"a", b"b", b" ", b"-", b"k", b"q"]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_ODD_PIECES, max_size=14).map(b"".join))
+def test_words_with_backslashes_quotes_and_colons_get_the_same_answer(text: bytes) -> None:
+    """Configured keys may hold what the gate reads as syntax (a key ending in a backslash, say):
+    the C gate tries every place in a run of backslashes, as the regex backtracks."""
+    assert ODD_NATIVE._has_key(text) == ODD_PYTHON._has_key(text)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_a_key_ending_in_a_backslash_is_found(native: bool) -> None:
+    redactor = DeepRedactor(json_keys=["ab\\"], key_suffixes=(), patterns={}, native=native)
+    assert redactor._maybe(b'{"ab\\\\": 1}', True)  # the key ab\ written in JSON
+    assert redactor._maybe(b'{"p": "{\\"ab\\\\\\\\\\": 1}"}', True)  # and held in a JSON string
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_keys_beyond_ascii_are_redacted_raw_or_escaped(native: bool) -> None:
+    """A configured key with letters beyond ASCII matches in any case, written raw or escaped."""
+    redactor = DeepRedactor(json_keys=["Äpi-Schlüssel"], key_suffixes=(), patterns={}, native=native)
+    for text in ('{"äpischlüssel": "s3cr3t"}'.encode(), b'{"\\u00c4PI_SCHL\\u00dcSSEL": "s3cr3t"}'):
+        assert redactor._maybe(text, True)
+        assert b"s3cr3t" not in _redacted(redactor, text)
+    assert not redactor._maybe(b'{"apischlussel": "x"}', True)
 
 
 def test_the_c_gate_refuses_what_it_cannot_read() -> None:
