@@ -31,6 +31,15 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+async def _after_response() -> Message:
+    # What a server answers to receive() once the response went out (the ASGI spec's disconnect).
+    return {"type": "http.disconnect"}
+
+
+async def _send_after_response(message: Message) -> None:
+    raise RuntimeError(f"ASGI message {message['type']!r} sent after the response completed")
+
+
 class _Exchange(PendingExchange):
     """One exchange plus the receive/send wrappers that fill it; finished exactly once."""
 
@@ -56,7 +65,7 @@ class _Exchange(PendingExchange):
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.body":
-            if self.resp_body is not None:
+            if self.resp_body is not None and not self.done:
                 self.resp_body.feed(message.get("body", b""))
             if not message.get("more_body", False) and not self.trailers_expected:
                 self.end_mono = time.monotonic_ns()
@@ -101,6 +110,11 @@ class _Exchange(PendingExchange):
             # error page to a client that is gone), or the app stopped reading it. (A body the
             # app never read at all shows as shorter than its Content-Length.)
             self.req_body.aborted = True
+        if self.done:
+            # The server's receive and send are bound to its state for this request (scope,
+            # transport, buffers): not held while the record waits for the recorder's thread.
+            # Once the response went out, the server answers a late call as these do.
+            self.receive_inner, self.send_inner = _after_response, _send_after_response
         self.recorder.submit(self)
 
 

@@ -389,3 +389,55 @@ def test_headers_are_recorded_as_they_passed_this_layer() -> None:
     record = _run_direct(app, request, [(b"host", b"x")], around=editing_layer)
     assert [h["name"] for h in record["response"]["headers"]] == [b"content-type"]
     assert [h["name"] for h in record["request"]["headers"]] == [b"host"]
+
+
+def test_the_servers_request_state_is_let_go_once_the_response_went_out() -> None:
+    """While a record waits for the recorder's thread it holds nothing of the server's: its
+    receive and send (bound to the connection's per-request state) go at once. A task the app
+    left behind still gets what a server answers after a response: a disconnect from receive,
+    an error from send; the record is not touched by either."""
+    import asyncio
+    import gc
+    import weakref
+
+    from trafficreel.producers import Recorder, RecorderConfig
+
+    held: list[Any] = []
+
+    class Holding(Recorder):
+        def submit(self, exchange: Any) -> None:
+            held.append(exchange)  # queued, not yet built
+
+    class Cycle:  # a server's per-request state, as uvicorn's RequestResponseCycle
+        async def receive(self) -> Any:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(self, message: Any) -> None:
+            pass
+
+    left_behind: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+        left_behind.extend((receive, send))
+
+    scope = {"type": "http", "method": "POST", "path": "/t", "raw_path": b"/t", "headers": []}
+    recorder = Holding(RecorderConfig(service_name="test"))
+    cycle = Cycle()
+    gone = weakref.ref(cycle)
+    asyncio.run(TrafficRecorder(app, recorder=recorder)(scope, cycle.receive, cycle.send))
+    del cycle
+    gc.collect()
+    assert gone() is None
+    late_receive, late_send = left_behind
+    assert asyncio.run(late_receive()) == {"type": "http.disconnect"}
+    with pytest.raises(RuntimeError, match="after the response completed"):
+        asyncio.run(late_send({"type": "http.response.body", "body": b"more"}))
+    (exchange,) = held
+    record = exchange.build(recorder)
+    assert record["response"]["body"]["data"] == b"ok"
+    assert record["outcome"]["kind"] == "COMPLETED"
