@@ -8,7 +8,9 @@ the middleware's own cost. Measured in the same run, interleaved, medians over r
   thread held back (what the request itself pays);
 - ``*_total_us``: per exchange, process CPU of the recorded app minus the bare app, with the
   background thread encoding and producing to a real broker (the embedded Tansu) until every record
-  is acknowledged;
+  is acknowledged; its detail splits the recorded app's CPU by thread (Linux): the request
+  thread's (the app, the middleware, and the garbage collections its allocations start), the
+  recorder's thread's (build, redact, encode, produce) and librdkafka's threads';
 - ``otel_*_us``: per exchange, OpenTelemetry's ASGI / WSGI middleware (SDK, span processor with a
   no-op exporter) minus the bare app, as the peer.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import statistics
 import tempfile
 import threading
 import time
@@ -229,12 +233,58 @@ def wsgi_driver(app: Any, n: int) -> Callable[[], float]:
     return go
 
 
-def _cpu_per_exchange(driver: Callable[[], float], recorder: Recorder | None, n: int) -> float:
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds of each live thread of this process by native id (Linux; empty elsewhere)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    cpu = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        cpu[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return cpu
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_per_exchange(
+    driver: Callable[[], float],
+    recorder: Recorder | None,
+    n: int,
+    split: list[dict[str, float]] | None = None,
+) -> float:
+    """µs of process CPU per exchange; ``split`` gets, per call, the µs per exchange of the
+    request thread, the recorder's thread and the other threads (librdkafka's)."""
+    before = _thread_cpu()
     start = time.process_time()
     driver()
     if recorder is not None:
         recorder.wait_settled(120, poll=0.001)
-    return (time.process_time() - start) / n * 1e6
+    total = (time.process_time() - start) / n * 1e6
+    if split is not None and before:
+        after = _thread_cpu()
+        used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+        request = used.pop(threading.get_native_id(), 0.0)
+        thread = recorder._thread if recorder is not None else None
+        background = used.pop(thread.native_id, 0.0) if thread is not None and thread.native_id else 0.0
+        split.append(
+            {
+                "request_thread_us": request / n * 1e6,
+                "recorder_thread_us": background / n * 1e6,
+                "other_threads_us": sum(used.values()) / n * 1e6,
+            }
+        )
+    return total
+
+
+def _median_split(split: list[dict[str, float]]) -> dict[str, float]:
+    return {name: round(statistics.median(s[name] for s in split), 1) for name in split[0]} if split else {}
 
 
 def run(quick: bool) -> list[Figure]:
@@ -272,12 +322,13 @@ def run(quick: bool) -> list[Figure]:
             live_wsgi_driver = wsgi_driver(TrafficRecorderWSGI(flask_app(), recorder=live_wsgi), n)
             wall_asgi = median_time(asgi, rounds)
             wall_wsgi = median_time(wsgi, rounds)
+            splits: dict[str, list[dict[str, float]]] = {"asgi": [], "wsgi": []}
             cpu = median_time(
                 {
                     "asgi_bare": lambda: _cpu_per_exchange(asgi["bare"], None, n),
-                    "asgi_live": lambda: _cpu_per_exchange(live_asgi_driver, live_asgi, n),
+                    "asgi_live": lambda: _cpu_per_exchange(live_asgi_driver, live_asgi, n, splits["asgi"]),
                     "wsgi_bare": lambda: _cpu_per_exchange(wsgi["bare"], None, n),
-                    "wsgi_live": lambda: _cpu_per_exchange(live_wsgi_driver, live_wsgi, n),
+                    "wsgi_live": lambda: _cpu_per_exchange(live_wsgi_driver, live_wsgi, n, splits["wsgi"]),
                 },
                 rounds,
             )
@@ -313,7 +364,11 @@ def run(quick: bool) -> list[Figure]:
                     "us",
                     target=25,
                     lower_is_better=True,
-                    detail={**common, "bare_cpu_us": round(cpu[f"{kind}_bare"], 2)},
+                    detail={
+                        **common,
+                        "bare_cpu_us": round(cpu[f"{kind}_bare"], 2),
+                        **_median_split(splits[kind][1:]),  # the first round is the warm-up
+                    },
                 ),
                 Figure(f"producer.otel_{kind}_us", wall["otel"] - wall["bare"], "us", detail=common),
             )
