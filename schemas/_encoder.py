@@ -173,10 +173,12 @@ class _Compiler:
         ns = self.register(schema, namespace)
         names = [self.var("f") for _ in schema["fields"]]
         self.emit(depth, f"if not isinstance({expr}, dict):")
-        self.emit(depth + 1, f"{', '.join(names)}, = {expr}")
+        self.emit(depth + 1, f"({', '.join(names)}{',' if names else ''}) = {expr}")
         self.emit(depth, "else:")
         for name, field in zip(names, schema["fields"], strict=True):
             self.emit(depth + 1, f"{name} = {expr}[{field['name']!r}]")
+        if not names:
+            self.emit(depth + 1, "pass")  # a record of no fields takes no bytes
         for name, field in zip(names, schema["fields"], strict=True):
             self.value(field["type"], name, depth, ns)
 

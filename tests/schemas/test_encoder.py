@@ -245,6 +245,7 @@ _EDGES = {
     "no-fields": ({"type": "record", "name": "N", "fields": []}, {}),
     "fixed-0": ({"type": "record", "name": "Z", "fields": [{"name": "z", "type": {"type": "fixed", "name": "Z0", "size": 0}}]}, {"z": b""}),
     "array-of-null": ({"type": "record", "name": "A", "fields": [{"name": "a", "type": {"type": "array", "items": "null"}}]}, {"a": [None, None]}),
+    "array-of-empty-records": ({"type": "record", "name": "R", "fields": [{"name": "r", "type": {"type": "array", "items": {"type": "record", "name": "X", "fields": []}}}]}, {"r": [{}, ()]}),
     "twice-listed-symbol": ({"type": "record", "name": "E", "fields": [{"name": "e", "type": {"type": "enum", "name": "S", "symbols": ["a", "b", "a"]}}]}, {"e": "a"}),
 }  # fmt: skip
 
