@@ -63,9 +63,12 @@ class _Exchange(PendingExchange):
         return message
 
     async def send(self, message: Message) -> None:
+        if self.done:  # past the response's end: the server's to refuse, nothing of it recorded
+            await self.send_inner(message)
+            return
         kind = message["type"]
         if kind == "http.response.body":
-            if self.resp_body is not None and not self.done:
+            if self.resp_body is not None:
                 self.resp_body.feed(message.get("body", b""))
             if not message.get("more_body", False) and not self.trailers_expected:
                 self.end_mono = time.monotonic_ns()

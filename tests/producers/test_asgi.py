@@ -435,9 +435,17 @@ def test_the_servers_request_state_is_let_go_once_the_response_went_out() -> Non
     assert gone() is None
     late_receive, late_send = left_behind
     assert asyncio.run(late_receive()) == {"type": "http.disconnect"}
-    with pytest.raises(RuntimeError, match="after the response completed"):
-        asyncio.run(late_send({"type": "http.response.body", "body": b"more"}))
+    for message in (
+        {"type": "http.response.start", "status": 500, "headers": [(b"x-late", b"1")]},
+        {"type": "http.response.body", "body": b"more"},
+        {"type": "http.response.trailers", "headers": [(b"x-late", b"2")]},
+    ):
+        with pytest.raises(RuntimeError, match="after the response completed"):
+            asyncio.run(late_send(message))
     (exchange,) = held
     record = exchange.build(recorder)
+    assert record["response"]["status"] == 200
+    assert record["response"]["headers"] == [(b"content-type", b"text/plain")]
+    assert not record["response"]["trailers"]
     assert record["response"]["body"]["data"] == b"ok"
     assert record["outcome"]["kind"] == "COMPLETED"
