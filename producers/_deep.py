@@ -87,19 +87,46 @@ _INFLATE_LIMIT = 8 << 20  # what a decompressed kept body may grow to before it 
 
 
 def _normal_key(key: str) -> str:
-    """A JSON key as the key rules compare it: lowercased (Unicode), without "-", "_" and "."."""
-    return key.lower().replace("-", "").replace("_", "").replace(".", "")
+    """A JSON key as the key rules compare it: without "-", "_" and ".", lowercased. The two
+    characters beyond ASCII that lowercase to ASCII letters (the Kelvin sign to "k", "İ" to "i"
+    and a dot) stay as written: a key matches only where its bytes show the word to the gates."""
+    squeezed = key.replace("-", "").replace("_", "").replace(".", "")
+    if squeezed.isascii() or ("\u212a" not in squeezed and "\u0130" not in squeezed):
+        return squeezed.lower()
+    return _NOT_KELVIN_OR_DOTTED_I.sub(lambda part: part.group(0).lower(), squeezed)
+
+
+_NOT_KELVIN_OR_DOTTED_I = re.compile("[^\u212a\u0130]+")
+# A \u escape of a character beyond ASCII (a surrogate pair as one); other escapes are kept as
+# written, as the gates read them.
+_WIDE_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|\\."
+)
+
+
+def _wide(match: re.Match[str]) -> str:
+    high, low, code = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
+    if code is not None:
+        value = int(code, 16)
+        if value >= 0x80 and not 0xD800 <= value < 0xE000:  # beyond ASCII, and not a lone surrogate
+            return chr(value)
+    return match.group(0)
 
 
 def _json_key(raw: bytes) -> str:
-    """The key a JSON string's raw bytes (escapes and all) stand for."""
-    if raw.isascii() and b"\\" not in raw:
-        return raw.decode("ascii")
-    try:
-        key = json.loads(b'"' + raw + b'"')
-    except ValueError:
-        return raw.decode("utf-8", "replace")
-    return key if isinstance(key, str) else raw.decode("utf-8", "replace")
+    """A key as it stands in JSON text, for the key rules: its UTF-8, with the \\u escapes of
+    characters beyond ASCII read (Python's json.dumps writes "ä" as "\\u00e4"). Other escapes stay
+    as written ("\\u0074oken" is not "token"), so that the rules see no more than the gates do."""
+    key = raw.decode("utf-8", "replace")
+    return _WIDE_ESCAPE.sub(_wide, key) if "\\" in key else key
+
+
+def _escaped(key: str) -> str:
+    """A key parsed from JSON, fit for a record's text: a lone surrogate ("\\ud800" in the body)
+    is written as that escape (Avro strings are UTF-8)."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _luhn(digits: str) -> bool:
@@ -465,7 +492,10 @@ class DeepRedactor:
         except ValueError:
             return None
         document = self._walk(document, where, seen, found)
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        # A lone surrogate (a "\\ud800" the client sent) is written back as that escape.
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        )
 
     def _in_string(self, value: bytes, where: str, found: list[Redaction]) -> bytes | None:
         """A JSON string value holding JSON itself (``"{\"password\": …}"``), redacted and written
@@ -477,7 +507,11 @@ class DeepRedactor:
         if not isinstance(text, str):
             return None
         cleaned = self._in_text(text, where, found)
-        return None if cleaned is None else json.dumps(cleaned, ensure_ascii=False).encode()
+        return (
+            None
+            if cleaned is None
+            else json.dumps(cleaned, ensure_ascii=False).encode("utf-8", "backslashreplace")
+        )
 
     def _in_text(self, text: str, where: str, found: list[Redaction]) -> str | None:
         """``text`` redacted as a JSON body when it holds one; None when it is not JSON or clean."""
@@ -502,7 +536,11 @@ class DeepRedactor:
                     if key not in seen:
                         seen.add(key)
                         found.append(
-                            {"location": f"{where}:json:{key}", "rule": "json-key", "stage": self.stage}
+                            {
+                                "location": f"{where}:json:{_escaped(key)}",
+                                "rule": "json-key",
+                                "stage": self.stage,
+                            }
                         )
                     out[key] = MARKER.decode()
                 else:

@@ -7,6 +7,7 @@ pure-Python install runs.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -162,3 +163,56 @@ def test_the_c_gate_refuses_what_it_cannot_read() -> None:
         gate((b"token",), "a str")
     assert gate((b"token",), bytearray(b'{"token": 1}')) is True
     assert gate((b"token",), memoryview(b'{"token": 1}')) is True
+
+
+_KEY_PARTS = st.sampled_from(
+    ["token", "TOKEN", "apiKey", "api\u212aey", "TOKEN\u0130", "\u0130d", "ä", "Ä", "pass-word", "s", "x",
+     "\\", '"', "\ud800", "\U0001f511", "_", ".", "secret", "Äpi", "schlüssel", "client", "\u03a3API", "\u03c3"]
+)  # fmt: skip
+_KEYS = st.lists(_KEY_PARTS, min_size=1, max_size=4).map("".join)
+
+
+_GATED = [
+    DeepRedactor(native=True),
+    DeepRedactor(native=False),
+    DeepRedactor(json_keys=[*DEFAULT_JSON_KEYS, "Äpi-Schlüssel", "κλειδις"], native=True),
+    DeepRedactor(json_keys=[*DEFAULT_JSON_KEYS, "Äpi-Schlüssel", "κλειδις"], native=False),
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_KEYS, min_size=1, max_size=3), st.booleans(), st.sampled_from(range(len(_GATED))))
+def test_a_key_the_rules_would_redact_always_opens_the_gate(
+    keys: list[str], ascii_only: bool, which: int
+) -> None:
+    """Whatever the key's spelling (escaped or raw, letters beyond ASCII, a Kelvin sign, a lone
+    surrogate, quotes, backslashes), when the key rule finds something in a JSON body, the gate in
+    front of it is open: redaction never hangs on something else in the body opening it. With
+    the default keys (ASCII only) and with keys beyond ASCII, C gate and regex."""
+    redactor = _GATED[which]
+    text = json.dumps(dict.fromkeys(keys, "s3cr3t"), ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    hits: list[Any] = []
+    redactor._json(text, True, "request.body", hits)
+    if hits:
+        assert redactor._has_key(text)  # type: ignore[misc]
+
+
+def test_a_lone_surrogate_in_a_key_leaves_the_record_encodable() -> None:
+    """A client's "\\ud800" escape in a key: the secret is redacted and the record still encodes
+    (its location names the key with the escape), flat or holding an object."""
+    from trafficreel.schemas import Serializer, sample_exchange
+
+    for data in (b'{"\\ud800password": "s3cr3t"}', b'{"\\ud800password": {"a": "s3cr3t"}, "b": "\\ud800"}'):
+        record: Any = dict(sample_exchange(1))
+        body = {
+            **blank_body(),
+            "data": data,
+            "size": len(data),
+            "content_type": "application/json",
+            "state": "COMPLETE",
+        }
+        record["request"] = {**record["request"], "body": body}
+        assert NATIVE.redact(record)
+        assert b"s3cr3t" not in record["request"]["body"]["data"]
+        assert "request.body:json:\\ud800password" in {r["location"] for r in record["redactions"]}
+        Serializer()(record)
