@@ -31,24 +31,27 @@ def test_ids_sort_by_time_and_do_not_repeat() -> None:
 
 
 def test_a_forked_child_and_a_seeded_app_draw_other_ids() -> None:
-    """Pre-fork servers: a worker forked from the app draws other random bits than its parent at
-    the same instant; an app calling random.seed() changes nothing about its ids."""
+    """Pre-fork servers: a worker forked from the app (by Python or below it) draws other random
+    bits than its parent at the same instant; an app calling random.seed() changes nothing."""
+    import ctypes
     import os
     import random
 
     at = time.time_ns()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, to the parent
-        os.write(write, ",".join(new_id(at) for _ in range(3)).encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    with os.fdopen(read) as pipe:
-        child = set(pipe.read().split(","))
-    parent = {new_id(at) for _ in range(3)}
-    assert len(child) == 3
-    assert not child & parent
+    libc = ctypes.CDLL(None, use_errno=True)
+    for fork in (os.fork, libc.fork):  # libc's: a fork below Python, as uWSGI's, runs no hook
+        read, write = os.pipe()
+        pid = fork()
+        if pid == 0:  # the child: its next ids, to the parent
+            os.write(write, ",".join(new_id(at) for _ in range(3)).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            child = set(pipe.read().split(","))
+        parent = {new_id(at) for _ in range(3)}
+        assert len(child) == 3
+        assert not child & parent
     random.seed(7)
     first = new_id(at)
     random.seed(7)
