@@ -8,9 +8,10 @@ the middleware's own cost. Measured in the same run, interleaved, medians over r
   thread held back (what the request itself pays);
 - ``*_total_us``: per exchange, process CPU of the recorded app minus the bare app, with the
   background thread encoding and producing to a real broker (the embedded Tansu) until every record
-  is acknowledged; its detail splits the recorded app's CPU by thread (Linux): the request
-  thread's (the app, the middleware, and the garbage collections its allocations start), the
-  recorder's thread's (build, redact, encode, produce) and librdkafka's threads';
+  is acknowledged; its detail splits the recorded app's CPU by thread (Linux; each part the
+  median of its rounds): the request thread's (the app, the middleware, the garbage collections
+  its allocations start, and its polling until the records are delivered), the recorder's
+  thread's (build, redact, encode, produce) and librdkafka's threads';
 - ``otel_*_us``: per exchange, OpenTelemetry's ASGI / WSGI middleware (SDK, span processor with a
   no-op exporter) minus the bare app, as the peer.
 """
@@ -234,7 +235,8 @@ def wsgi_driver(app: Any, n: int) -> Callable[[], float]:
 
 
 def _thread_cpu() -> dict[int, float]:
-    """CPU seconds of each live thread of this process by native id (Linux; empty elsewhere)."""
+    """CPU seconds of each live thread of this process by native id, from the scheduler's
+    nanosecond counts (Linux; empty elsewhere)."""
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
@@ -242,15 +244,11 @@ def _thread_cpu() -> dict[int, float]:
     cpu = {}
     for tid in tids:
         try:
-            with open(f"/proc/self/task/{tid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
+            with open(f"/proc/self/task/{tid}/schedstat") as stat:
+                cpu[int(tid)] = int(stat.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
             continue  # the thread ended
-        cpu[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICKS
     return cpu
-
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _cpu_per_exchange(
