@@ -192,11 +192,8 @@ def _not_ascii_or_escaped(text: bytes) -> bool:
     return not text.isascii() or b"\\u" in text
 
 
-def _either(gates: tuple[Callable[[bytes], bool], ...], text: bytes) -> bool:
-    for gate in gates:  # noqa: SIM110 - a loop, not any(genexpr): it runs per body
-        if gate(text):
-            return True
-    return False
+def _either(first: Callable[[bytes], bool], second: Callable[[bytes], bool], text: bytes) -> bool:
+    return first(text) or second(text)
 
 
 def _media(content_type: str | None) -> str:
@@ -261,12 +258,11 @@ class DeepRedactor:
         # These gates read bytes and lowercase ASCII only. A word with other characters ("äpi")
         # opens the gate for any text with a character beyond ASCII or a \u escape (the key
         # rules lowercase all of Unicode and read escapes: Python's json.dumps sends "\u00e4").
-        words = {_squeeze(_normal_key(name).encode()) for name in (*json_keys, *self._suffixes)}
+        words = {_normal_key(name).encode() for name in (*json_keys, *self._suffixes)}
         ends = sorted(w for w in words if w.isascii() and not any(o != w and w.endswith(o) for o in words))
         self._has_key: Callable[[bytes], bool] | None = None
         gates: list[Callable[[bytes], bool]] = []
         if b"" in words:  # a name of separators only: any key may be it
-            ends = []
             gates.append(_any_key)
         elif ends and _decoder._native(native):
             gates.append(functools.partial(_decoder._c().json_key_gate, tuple(ends)))
@@ -277,11 +273,10 @@ class DeepRedactor:
             gates.append(functools.partial(_key_regex, search))
         if not all(w.isascii() for w in words):
             gates.append(_not_ascii_or_escaped)
-        self._key_gates = tuple(gates)
         if len(gates) == 1:
             self._has_key = gates[0]
         elif gates:
-            self._has_key = functools.partial(_either, tuple(gates))
+            self._has_key = functools.partial(_either, gates[0], gates[1])
         self._gates = {name: _GATES.get(name, _always) for name in compiled}
         self._gated = tuple((self._gates[name], p.search) for name, p in compiled.items())
         self._plain_names: set[bytes] = set()  # header names known not to be credentials
@@ -507,11 +502,9 @@ class DeepRedactor:
         if not isinstance(text, str):
             return None
         cleaned = self._in_text(text, where, found)
-        return (
-            None
-            if cleaned is None
-            else json.dumps(cleaned, ensure_ascii=False).encode("utf-8", "backslashreplace")
-        )
+        if cleaned is None:
+            return None
+        return json.dumps(cleaned, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
     def _in_text(self, text: str, where: str, found: list[Redaction]) -> str | None:
         """``text`` redacted as a JSON body when it holds one; None when it is not JSON or clean."""
